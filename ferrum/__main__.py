@@ -1,0 +1,3 @@
+from ferrum.commands import main
+
+main()

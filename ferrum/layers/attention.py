@@ -1,0 +1,169 @@
+"""Attention over the paged KV cache, behind a small backend interface.
+
+A batched forward sees its tokens flattened: the T new tokens of S sequences are rows of one
+(T, ...) tensor, sequence i owning rows cu_seqlens_q[i]:cu_seqlens_q[i+1]. Each new token's K/V is
+written to its cache slot (block_id * block_size + offset) before attention reads the sequence's
+whole context back through its block table. There is no prefill or decode phase: a sequence
+contributes however many query tokens the scheduler gave it (a prompt chunk, or one decode token),
+and its queries sit at the end of its context.
+
+The backend is chosen once by the model runner; models only call `Attention.forward`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class AttentionMetadata:
+    """What one batched forward knows about its sequences (built by the model runner)."""
+
+    slot_mapping: torch.Tensor  # (T,) int64: cache slot for each new token's K/V
+    cu_seqlens_q: torch.Tensor  # (S+1,) int32: query rows of each sequence
+    context_lens: torch.Tensor  # (S,) int32: KV length after this step (cached + new)
+    block_tables: torch.Tensor  # (S, max_blocks) int32, padded with 0
+    query_lens: list[int]  # host copies, for backends that loop in Python
+    context_lens_host: list[int]
+    max_context_len: int
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.query_lens)
+
+    @property
+    def is_decode(self) -> bool:
+        return all(q == 1 for q in self.query_lens)
+
+
+class AttentionBackend(Protocol):
+    """Computes attention for the flat batch, reading and writing one layer's paged KV cache."""
+
+    def forward(
+        self,
+        q: torch.Tensor,  # (T, H, D)
+        k: torch.Tensor,  # (T, Hkv, D)
+        v: torch.Tensor,  # (T, Hkv, D)
+        kv_cache: torch.Tensor,  # (2, num_blocks, block_size, Hkv, D)
+        meta: AttentionMetadata,
+        scale: float,
+    ) -> torch.Tensor: ...  # (T, H, D)
+
+
+def store_kv(k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, slots: torch.Tensor) -> None:
+    """Write the new tokens' K/V (T, Hkv, D) into their cache slots."""
+    num_blocks, block_size = kv_cache.shape[1], kv_cache.shape[2]
+    flat = kv_cache.view(2, num_blocks * block_size, *kv_cache.shape[3:])
+    flat[0].index_copy_(0, slots, k.to(kv_cache.dtype))
+    flat[1].index_copy_(0, slots, v.to(kv_cache.dtype))
+
+
+def gather_kv(
+    kv_cache: torch.Tensor, block_table: torch.Tensor, length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `length` cached K and V of one sequence, each (length, Hkv, D)."""
+    block_size = kv_cache.shape[2]
+    num = (length + block_size - 1) // block_size
+    blocks = block_table[:num]
+    k = kv_cache[0, blocks].flatten(0, 1)[:length]
+    v = kv_cache[1, blocks].flatten(0, 1)[:length]
+    return k, v
+
+
+class TorchPagedAttention:
+    """Reference backend in plain PyTorch (SDPA per sequence; decode batched with a length mask).
+    Runs anywhere; the Triton backend is checked against it."""
+
+    def forward(self, q, k, v, kv_cache, meta, scale):
+        store_kv(k, v, kv_cache, meta.slot_mapping)
+        num_heads, num_kv = q.shape[1], k.shape[1]
+        if meta.is_decode and meta.num_seqs > 1:
+            return self._decode(q, kv_cache, meta, scale, num_heads // num_kv)
+        out = torch.empty_like(q)
+        start = 0
+        for i, (q_len, ctx) in enumerate(zip(meta.query_lens, meta.context_lens_host)):
+            kc, vc = gather_kv(kv_cache, meta.block_tables[i], ctx)
+            qi = q[start : start + q_len].transpose(0, 1)  # (H, q_len, D)
+            ki = kc.transpose(0, 1)  # (Hkv, ctx, D)
+            vi = vc.transpose(0, 1)
+            mask = None
+            if q_len > 1:
+                # query j sits at position ctx - q_len + j and sees keys up to it
+                qpos = torch.arange(ctx - q_len, ctx, device=q.device)[:, None]
+                mask = torch.arange(ctx, device=q.device)[None, :] <= qpos
+            o = F.scaled_dot_product_attention(
+                qi.unsqueeze(0), ki.unsqueeze(0), vi.unsqueeze(0),
+                attn_mask=mask, scale=scale, enable_gqa=num_heads != num_kv,
+            )
+            out[start : start + q_len] = o[0].transpose(0, 1)
+            start += q_len
+        return out
+
+    def _decode(self, q, kv_cache, meta, scale, group):
+        # (S, max_ctx) padded gather, one SDPA with a key-length mask
+        block_size = kv_cache.shape[2]
+        max_blocks = (meta.max_context_len + block_size - 1) // block_size
+        tables = meta.block_tables[:, :max_blocks].long()  # (S, B)
+        keys = kv_cache[0][tables].flatten(1, 2)  # (S, B*bs, Hkv, D)
+        vals = kv_cache[1][tables].flatten(1, 2)
+        pos = torch.arange(keys.shape[1], device=q.device)[None, :]
+        mask = (pos < meta.context_lens[:, None].to(pos.dtype))[:, None, None, :]  # (S,1,1,L)
+        o = F.scaled_dot_product_attention(
+            q.unsqueeze(2),  # (S, H, 1, D)
+            keys.transpose(1, 2), vals.transpose(1, 2),
+            attn_mask=mask, scale=scale, enable_gqa=group > 1,
+        )
+        return o.squeeze(2)
+
+
+class Attention(nn.Module):
+    """One layer's attention: owns its slice of the KV cache (set by the model runner)."""
+
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.scale = scale
+        self.kv_cache: torch.Tensor | None = None
+        self.backend: AttentionBackend = TorchPagedAttention()
+
+    def forward(self, q, k, v, meta: AttentionMetadata) -> torch.Tensor:
+        if self.kv_cache is None:
+            raise RuntimeError("attention called before the model runner allocated the KV cache")
+        return self.backend.forward(q, k, v, self.kv_cache, meta, self.scale)
+
+
+def build_metadata(
+    query_lens: list[int],
+    context_lens: list[int],
+    block_tables: list[list[int]],
+    block_size: int,
+    device: torch.device,
+) -> AttentionMetadata:
+    """Metadata for sequences whose new tokens are the last `query_lens[i]` of `context_lens[i]`."""
+    slots: list[int] = []
+    for q_len, ctx, table in zip(query_lens, context_lens, block_tables):
+        for pos in range(ctx - q_len, ctx):
+            slots.append(table[pos // block_size] * block_size + pos % block_size)
+    width = max((len(t) for t in block_tables), default=1) or 1
+    padded = [t + [0] * (width - len(t)) for t in block_tables]
+    cu = [0]
+    for q_len in query_lens:
+        cu.append(cu[-1] + q_len)
+
+    def tensor(x, dtype):
+        return torch.tensor(x, dtype=dtype).to(device, non_blocking=True)
+
+    return AttentionMetadata(
+        slot_mapping=tensor(slots, torch.int64),
+        cu_seqlens_q=tensor(cu, torch.int32),
+        context_lens=tensor(context_lens, torch.int32),
+        block_tables=tensor(padded, torch.int32),
+        query_lens=list(query_lens),
+        context_lens_host=list(context_lens),
+        max_context_len=max(context_lens, default=0),
+    )
