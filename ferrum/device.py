@@ -35,7 +35,9 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise DeviceError(f"--device {name}: CUDA is not available (torch {torch.__version__}).")
+            raise DeviceError(
+                f"--device {name}: CUDA is not available (torch {torch.__version__})."
+            )
         return torch.device(name)
     if name == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

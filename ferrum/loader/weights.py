@@ -59,7 +59,9 @@ def load_named_tensors(
             target, shard = target
         param = params.get(target)
         if param is None:
-            raise CheckpointError(f"{source}: tensor {name!r} has no place in the model ({target!r})")
+            raise CheckpointError(
+                f"{source}: tensor {name!r} has no place in the model ({target!r})"
+            )
         loader = getattr(param, "weight_loader", None)
         if loader is not None:
             loader(param, tensor, shard)
@@ -77,4 +79,6 @@ def load_named_tensors(
         missing = [n for n in missing if not optional(n)]
     if missing:
         shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
-        raise CheckpointError(f"{source}: {len(missing)} weight(s) missing from the checkpoint: {shown}")
+        raise CheckpointError(
+            f"{source}: {len(missing)} weight(s) missing from the checkpoint: {shown}"
+        )

@@ -1,0 +1,33 @@
+"""ferrum: fast local inference for open models.
+
+    from ferrum import LLM, SamplingParams
+    llm = LLM("smollm2")
+    print(llm.chat([{"role": "user", "content": "Hi!"}])[0].outputs[0].text)
+
+Names are imported lazily so `import ferrum` (and the `ferrum` command) start instantly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "LLM": "ferrum.llm",
+    "SamplingParams": "ferrum.sampling_params",
+    "RequestOutput": "ferrum.outputs",
+    "CompletionOutput": "ferrum.outputs",
+    "EngineConfig": "ferrum.config",
+    "FerrumError": "ferrum.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ferrum' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,49 @@
+"""Flags shared by the commands that run the LLM engine (run, serve, bench), declared once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+Model = Annotated[
+    str | None,
+    typer.Argument(help="Alias (smollm2, qwen3:0.6b, …), hub repo id, directory or .gguf file."),
+]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto | bfloat16 | float16 | float32")]
+MaxNumSeqs = Annotated[int, typer.Option("--max-num-seqs", help="Sequences batched per step.")]
+MaxBatchedTokens = Annotated[
+    int, typer.Option("--max-num-batched-tokens", help="Tokens per forward (prefill chunk budget).")
+]
+MaxModelLen = Annotated[
+    int | None, typer.Option("--max-model-len", help="Context length (default: the model's).")
+]
+KvCacheMemory = Annotated[
+    str | None, typer.Option("--kv-cache-memory", help="KV cache size on CPU, e.g. 2GiB.")
+]
+GpuMemoryUtilization = Annotated[
+    float, typer.Option("--gpu-memory-utilization", help="Fraction of GPU memory to use.")
+]
+PrefixCaching = Annotated[
+    bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Reuse KV of shared prefixes.")
+]
+
+
+def engine_options(
+    max_num_seqs: int,
+    max_num_batched_tokens: int,
+    max_model_len: int | None,
+    kv_cache_memory: str | None,
+    gpu_memory_utilization: float,
+    prefix_caching: bool,
+) -> dict:
+    """The keyword options of `ferrum.LLM` for these flags."""
+    return {
+        "max_num_seqs": max_num_seqs,
+        "max_num_batched_tokens": max_num_batched_tokens,
+        "max_model_len": max_model_len,
+        "kv_cache_memory": kv_cache_memory,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "enable_prefix_caching": prefix_caching,
+    }

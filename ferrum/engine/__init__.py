@@ -1,0 +1,1 @@
+"""The autoregressive batching engine: scheduler, paged KV blocks, model runner, sampler."""

@@ -1,0 +1,70 @@
+"""One sequence being generated: its tokens, how many have KV in the cache, and its blocks.
+
+Plain Python (no torch): the scheduler and block manager reason over these counters alone.
+"""
+
+from __future__ import annotations
+
+from enum import Enum, auto
+from itertools import count
+
+from ferrum.sampling_params import SamplingParams
+
+
+class SequenceStatus(Enum):
+    WAITING = auto()
+    RUNNING = auto()
+    FINISHED = auto()
+
+
+class Sequence:
+    """Tokens whose KV is cached (`num_computed_tokens`) catch up with `token_ids` each step."""
+
+    _ids = count()
+
+    def __init__(
+        self,
+        token_ids: list[int],
+        params: SamplingParams,
+        request_id: str = "",
+        index: int = 0,
+        arrival: int = 0,
+    ):
+        self.seq_id = next(Sequence._ids)
+        self.request_id = request_id
+        self.index = index  # which of the request's n completions
+        self.arrival = arrival  # admission order: later arrivals are preempted first
+        self.token_ids = list(token_ids)
+        self.num_prompt_tokens = len(token_ids)
+        self.num_computed_tokens = 0
+        self.num_cached_tokens = 0  # prompt tokens found in the prefix cache
+        self.block_table: list[int] = []
+        self.status = SequenceStatus.WAITING
+        self.params = params
+        self.finish_reason: str | None = None
+        self.stop_reason: str | int | None = None
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        return len(self.token_ids) - self.num_computed_tokens
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status == SequenceStatus.FINISHED
+
+    def append_token(self, token_id: int) -> None:
+        self.token_ids.append(token_id)
+
+    def block_tokens(self, i: int, block_size: int) -> list[int]:
+        return self.token_ids[i * block_size : (i + 1) * block_size]
