@@ -47,3 +47,15 @@ class AudioDecodeError(InvalidInputError):
 
 class DeviceError(FerrumError):
     """The requested device or dtype is not available here."""
+
+
+class QueueFullError(FerrumError):
+    """The engine's waiting queue is full; the client should retry later."""
+
+    status_code = 503
+
+
+class EngineDeadError(FerrumError):
+    """The engine loop stopped after an internal error; the server reports unhealthy."""
+
+    status_code = 503
