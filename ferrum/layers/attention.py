@@ -13,6 +13,7 @@ The backend is chosen once by the model runner; models only call `Attention.forw
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import torch
@@ -36,7 +37,7 @@ class AttentionMetadata:
     def num_seqs(self) -> int:
         return len(self.query_lens)
 
-    @property
+    @cached_property  # asked once per layer; the answer is per step
     def is_decode(self) -> bool:
         return all(q == 1 for q in self.query_lens)
 
@@ -69,54 +70,80 @@ def gather_kv(
     """The first `length` cached K and V of one sequence, each (length, Hkv, D)."""
     block_size = kv_cache.shape[2]
     num = (length + block_size - 1) // block_size
-    blocks = block_table[:num]
-    k = kv_cache[0, blocks].flatten(0, 1)[:length]
-    v = kv_cache[1, blocks].flatten(0, 1)[:length]
-    return k, v
+    kv = kv_cache.index_select(1, block_table[:num])  # (2, num, block_size, Hkv, D)
+    kv = kv.flatten(1, 2)[:, :length]
+    return kv[0], kv[1]
 
 
 class TorchPagedAttention:
-    """Reference backend in plain PyTorch (SDPA per sequence; decode batched with a length mask).
-    Runs anywhere; the Triton backend is checked against it."""
+    """Reference backend in plain PyTorch: SDPA per sequence, and a decode of several sequences
+    batched into one SDPA over their padded contexts with a key-length mask. Runs anywhere; the
+    Triton backend is checked against it.
 
-    def forward(self, q, k, v, kv_cache, meta, scale):
+    Cache slots outside a sequence's context (the tail of its last block, padding blocks) may
+    hold anything, NaN included (the cache is allocated uninitialized): they are never read
+    unmasked, and the batched path zeroes them so a masked NaN cannot leak through the softmax.
+    """
+
+    def forward(
+        self,
+        q: torch.Tensor,  # (T, H, D)
+        k: torch.Tensor,  # (T, Hkv, D)
+        v: torch.Tensor,  # (T, Hkv, D)
+        kv_cache: torch.Tensor,  # (2, num_blocks, block_size, Hkv, D)
+        meta: AttentionMetadata,
+        scale: float,
+    ) -> torch.Tensor:  # (T, H, D)
         store_kv(k, v, kv_cache, meta.slot_mapping)
-        num_heads, num_kv = q.shape[1], k.shape[1]
-        if meta.is_decode and meta.num_seqs > 1:
-            return self._decode(q, kv_cache, meta, scale, num_heads // num_kv)
+        gqa = q.shape[1] != k.shape[1]
+        if meta.num_seqs > 1 and meta.is_decode:
+            return self._decode(q, kv_cache, meta, scale, gqa)
         out = torch.empty_like(q)
         start = 0
-        for i, (q_len, ctx) in enumerate(zip(meta.query_lens, meta.context_lens_host)):
-            kc, vc = gather_kv(kv_cache, meta.block_tables[i], ctx)
-            qi = q[start : start + q_len].transpose(0, 1)  # (H, q_len, D)
-            ki = kc.transpose(0, 1)  # (Hkv, ctx, D)
-            vi = vc.transpose(0, 1)
+        for i, (q_len, ctx) in enumerate(zip(meta.query_lens, meta.context_lens_host, strict=True)):
+            keys, values = gather_kv(kv_cache, meta.block_tables[i], ctx)  # (ctx, Hkv, D) each
             mask = None
-            if q_len > 1:
+            if 1 < q_len < ctx:
                 # query j sits at position ctx - q_len + j and sees keys up to it
                 qpos = torch.arange(ctx - q_len, ctx, device=q.device)[:, None]
-                mask = torch.arange(ctx, device=q.device)[None, :] <= qpos
+                mask = torch.arange(ctx, device=q.device)[None, :] <= qpos  # (q_len, ctx)
             o = F.scaled_dot_product_attention(
-                qi.unsqueeze(0), ki.unsqueeze(0), vi.unsqueeze(0),
-                attn_mask=mask, scale=scale, enable_gqa=num_heads != num_kv,
+                q[start : start + q_len].transpose(0, 1).unsqueeze(0),  # (1, H, q_len, D)
+                keys.transpose(0, 1).unsqueeze(0),  # (1, Hkv, ctx, D)
+                values.transpose(0, 1).unsqueeze(0),
+                attn_mask=mask,
+                is_causal=1 < q_len == ctx,  # a whole prompt: the plain causal (fast) path
+                scale=scale,
+                enable_gqa=gqa,
             )
             out[start : start + q_len] = o[0].transpose(0, 1)
             start += q_len
         return out
 
-    def _decode(self, q, kv_cache, meta, scale, group):
-        # (S, max_ctx) padded gather, one SDPA with a key-length mask
+    def _decode(
+        self,
+        q: torch.Tensor,  # (S, H, D): one query per sequence
+        kv_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+        gqa: bool,
+    ) -> torch.Tensor:  # (S, H, D)
         block_size = kv_cache.shape[2]
         max_blocks = (meta.max_context_len + block_size - 1) // block_size
-        tables = meta.block_tables[:, :max_blocks].long()  # (S, B)
-        keys = kv_cache[0][tables].flatten(1, 2)  # (S, B*bs, Hkv, D)
-        vals = kv_cache[1][tables].flatten(1, 2)
-        pos = torch.arange(keys.shape[1], device=q.device)[None, :]
-        mask = (pos < meta.context_lens[:, None].to(pos.dtype))[:, None, None, :]  # (S,1,1,L)
+        tables = meta.block_tables[:, :max_blocks]  # (S, B)
+        num_seqs, num_blocks = tables.shape
+        kv = kv_cache.index_select(1, tables.flatten())  # (2, S*B, bs, Hkv, D)
+        kv = kv.view(2, num_seqs, num_blocks * block_size, *kv_cache.shape[3:])  # (2, S, L, ..)
+        pos = torch.arange(kv.shape[2], device=q.device)[None, :]
+        valid = pos < meta.context_lens[:, None].to(pos.dtype)  # (S, L)
+        kv.masked_fill_(~valid[None, :, :, None, None], 0.0)  # kv is a fresh copy
         o = F.scaled_dot_product_attention(
             q.unsqueeze(2),  # (S, H, 1, D)
-            keys.transpose(1, 2), vals.transpose(1, 2),
-            attn_mask=mask, scale=scale, enable_gqa=group > 1,
+            kv[0].transpose(1, 2),  # (S, Hkv, L, D)
+            kv[1].transpose(1, 2),
+            attn_mask=valid[:, None, None, :],  # (S, 1, 1, L)
+            scale=scale,
+            enable_gqa=gqa,
         )
         return o.squeeze(2)
 
@@ -131,7 +158,9 @@ class Attention(nn.Module):
         self.kv_cache: torch.Tensor | None = None
         self.backend: AttentionBackend = TorchPagedAttention()
 
-    def forward(self, q, k, v, meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
         if self.kv_cache is None:
             raise RuntimeError("attention called before the model runner allocated the KV cache")
         return self.backend.forward(q, k, v, self.kv_cache, meta, self.scale)
@@ -146,7 +175,7 @@ def build_metadata(
 ) -> AttentionMetadata:
     """Metadata for sequences whose new tokens are the last `query_lens[i]` of `context_lens[i]`."""
     slots: list[int] = []
-    for q_len, ctx, table in zip(query_lens, context_lens, block_tables):
+    for q_len, ctx, table in zip(query_lens, context_lens, block_tables, strict=True):
         for pos in range(ctx - q_len, ctx):
             slots.append(table[pos // block_size] * block_size + pos % block_size)
     width = max((len(t) for t in block_tables), default=1) or 1

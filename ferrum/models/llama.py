@@ -1,0 +1,189 @@
+"""The LLaMA decoder (also Mistral, and the base of Qwen2/Qwen3) as a plain module over the
+paged KV cache.
+
+Pre-norm blocks: x + attn(norm(x)), then + mlp(norm(x)); the residual add is folded into the
+next norm call (`norm(x, residual)`) so a fused kernel can replace both. q/k/v and gate/up are
+each one fused matmul, filled from the separate checkpoint tensors at load time (see `map_name`).
+The whole batch is one flat sequence of T new tokens; `AttentionMetadata` says which rows belong
+to which sequence and where their cached context lives. Variants differ only by config flags:
+q/k/v bias (Qwen2), per-head q/k RMSNorm before rope (Qwen3), o/MLP biases, tied embeddings.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ferrum.layers.activation import SiluAndMul
+from ferrum.layers.attention import Attention, AttentionMetadata
+from ferrum.layers.linear import gate_up_linear, qkv_linear
+from ferrum.layers.norm import RMSNorm
+from ferrum.layers.rotary import RotaryEmbedding, apply_rotary
+from ferrum.models.config import TransformerConfig
+
+# Checkpoint projection name -> (our fused projection, shard id inside it).
+FUSED_PROJECTIONS: dict[str, tuple[str, str | int]] = {
+    "q_proj": ("qkv_proj", "q"),
+    "k_proj": ("qkv_proj", "k"),
+    "v_proj": ("qkv_proj", "v"),
+    "gate_proj": ("gate_up_proj", 0),
+    "up_proj": ("gate_up_proj", 1),
+}
+# Computed rope tables some checkpoints carry; ours is rebuilt, never loaded.
+IGNORED_SUFFIX = "rotary_emb.inv_freq"
+
+
+class LlamaAttention(nn.Module):
+    """Fused qkv projection, optional q/k norm, rope, paged attention, output projection."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads = config.num_heads, config.num_kv_heads
+        self.head_dim = config.head_dim
+        self.qkv_proj = qkv_linear(
+            config.hidden_size,
+            self.num_heads,
+            self.num_kv_heads,
+            self.head_dim,
+            config.attention_bias,
+        )
+        self.o_proj = nn.Linear(
+            self.num_heads * self.head_dim, config.hidden_size, bias=config.attention_out_bias
+        )
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
+        self.attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim**-0.5)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        tokens = x.shape[0]
+        heads, kv_heads = self.num_heads, self.num_kv_heads
+        qkv = self.qkv_proj(x).view(tokens, heads + 2 * kv_heads, self.head_dim)  # (T, H+2Hkv, D)
+        if self.q_norm is None:
+            # q and k share the token's angles: rotate them as one tensor
+            qk = apply_rotary(qkv[:, : heads + kv_heads], cos, sin)
+            q, k = qk.split([heads, kv_heads], dim=1)
+        else:
+            q = apply_rotary(self.q_norm(qkv[:, :heads]), cos, sin)  # (T, H, D)
+            k = apply_rotary(self.k_norm(qkv[:, heads : heads + kv_heads]), cos, sin)
+        v = qkv[:, heads + kv_heads :]  # (T, Hkv, D)
+        out = self.attn(q, k, v, meta)  # (T, H, D)
+        return self.o_proj(out.reshape(tokens, heads * self.head_dim))
+
+
+class LlamaMLP(nn.Module):
+    """down(silu(gate(x)) * up(x)) with gate and up as one matmul."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.gate_up_proj = gate_up_linear(
+            config.hidden_size, config.intermediate_size, config.mlp_bias
+        )
+        self.act_fn = SiluAndMul()
+        self.down_proj = nn.Linear(
+            config.intermediate_size, config.hidden_size, bias=config.mlp_bias
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.gate_up_proj(x)))
+
+
+class LlamaDecoderLayer(nn.Module):
+    """One pre-norm block; carries the residual stream separately so norms can fuse the add."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = LlamaAttention(config)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = LlamaMLP(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (T, hidden): the previous block's output (or the embeddings)
+        residual: torch.Tensor | None,  # (T, hidden): the stream before x was added, or None
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        meta: AttentionMetadata,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if residual is None:
+            residual, x = x, self.input_layernorm(x)
+        else:
+            x, residual = self.input_layernorm(x, residual)
+        x = self.self_attn(x, cos, sin, meta)
+        x, residual = self.post_attention_layernorm(x, residual)
+        return self.mlp(x), residual
+
+
+class LlamaModel(nn.Module):
+    """Embeddings, the decoder stack and the final norm (HF's `model.` prefix)."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config) for _ in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        # one table for all layers, looked up once per forward
+        self.rotary_emb = RotaryEmbedding(
+            config.head_dim,
+            config.max_position_embeddings,
+            config.rope_theta,
+            config.rope_scaling,
+        )
+
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        x = self.embed_tokens(input_ids)  # (T, hidden)
+        cos, sin = self.rotary_emb(positions, x.dtype)  # (T, 1, D) each
+        residual: torch.Tensor | None = None
+        for layer in self.layers:
+            x, residual = layer(x, residual, cos, sin, meta)
+        if residual is None:  # no layers at all
+            return self.norm(x)
+        return self.norm(x, residual)[0]
+
+
+class LlamaForCausalLM(nn.Module):
+    """LLaMA-family causal LM: `forward` gives final hidden states, `compute_logits` the logits
+    of the rows the caller picks (usually each sequence's last token)."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config)
+        # tied: the logits reuse the embedding matrix, so there is no separate parameter
+        self.lm_head = (
+            None
+            if config.tie_word_embeddings
+            else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (T,) int64: the flat batch of new tokens
+        positions: torch.Tensor,  # (T,) int64: each token's position in its sequence
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:  # (T, hidden): final hidden states, after the last norm
+        return self.model(input_ids, positions, meta)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(N, hidden) -> (N, vocab) float32."""
+        weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(hidden, weight).float()
+
+    def map_name(self, name: str) -> str | tuple[str, object] | None:
+        """Where an HF checkpoint tensor goes: our name, (fused name, shard), or None to skip."""
+        if name.endswith(IGNORED_SUFFIX):
+            return None
+        if name == "lm_head.weight" and self.lm_head is None:
+            return None  # some tied checkpoints still store a copy
+        module_path, _, leaf = name.rpartition(".")  # ("...self_attn.q_proj", "weight")
+        parent, _, last = module_path.rpartition(".")
+        fused = FUSED_PROJECTIONS.get(last)
+        if fused is None:
+            return name
+        fused_name, shard = fused
+        return f"{parent}.{fused_name}.{leaf}", shard
