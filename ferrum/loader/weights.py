@@ -26,7 +26,11 @@ NameMap = Callable[[str], "str | tuple[str, Any] | None"]
 
 def materialize(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """Give a meta-device model real (uninitialized) storage and rebuild its computed buffers."""
+    # to_empty() replaces every Parameter object; carry their attributes (weight_loader) over
+    attrs = {name: dict(p.__dict__) for name, p in model.named_parameters() if p.__dict__}
     model.to_empty(device=device)
+    for name, p in model.named_parameters():
+        p.__dict__.update(attrs.get(name, {}))
     for p in model.parameters():
         if p.is_floating_point() and p.dtype != dtype:
             p.data = p.data.to(dtype)
