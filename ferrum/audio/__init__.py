@@ -1,0 +1,1 @@
+"""Audio pipelines: decoding files to samples, log-mel features, Whisper transcription."""

@@ -1,0 +1,1 @@
+"""Tests of ferrum.audio: mel, decoding, Whisper loaders, transcription, the CLI."""
