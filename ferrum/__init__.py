@@ -21,6 +21,8 @@ _EXPORTS = {
     "CompletionOutput": "ferrum.outputs",
     "EngineConfig": "ferrum.config",
     "FerrumError": "ferrum.errors",
+    "Embedder": "ferrum.text.embed",
+    "Transcriber": "ferrum.audio.transcribe",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,1 @@
+"""Text pipelines: sentence and image+text embeddings (`ferrum.text.embed.Embedder`)."""

@@ -1,0 +1,1 @@
+"""Image inputs for vision models: load, resize, crop, normalize (`ferrum.vision.image`)."""
