@@ -24,6 +24,7 @@ def _register() -> None:
     from ferrum.commands import list as _list  # noqa: F401
     from ferrum.commands import pull as _pull  # noqa: F401
     from ferrum.commands import run as _run  # noqa: F401
+    from ferrum.commands import serve as _serve  # noqa: F401
     from ferrum.commands import transcribe as _transcribe  # noqa: F401
 
 
