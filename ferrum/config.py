@@ -36,6 +36,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     max_waiting: int | None = None  # requests allowed to queue; None = unbounded
     seed: int = 0  # seed of the global generator (unseeded requests)
+    enforce_eager: bool = False  # GPU: run decode steps eagerly, without CUDA graphs
 
     def __post_init__(self) -> None:
         checks = [

@@ -65,7 +65,7 @@ class LLMEngine:
         self.config = config
         self.eos_token_ids = set(eos_token_ids or [])
         self.vocab_size: int = model.config.vocab_size
-        self.runner = ModelRunner(model, backend.device, backend.dtype, config.block_size)
+        self.runner = ModelRunner(model, backend.device, backend.dtype, config.block_size, config)
         num_blocks, self.max_model_len = self._plan_kv_cache(model.config.max_position_embeddings)
         self.runner.allocate_kv_cache(num_blocks)
         self.block_manager = BlockManager(
@@ -226,12 +226,7 @@ class LLMEngine:
 
     def _sampling_row(self, seq: Sequence) -> SamplingRow:
         _, state = self._seq_to_state[seq.seq_id]
-        return SamplingRow(
-            seq.params,
-            seq.token_ids[: seq.num_prompt_tokens],
-            seq.output_token_ids,
-            state.generator,
-        )
+        return SamplingRow(seq.params, seq.token_ids, seq.num_prompt_tokens, state.generator)
 
     def _append(self, request: Request, state: SeqState, token: int, logprob) -> None:
         seq, params = state.seq, state.seq.params

@@ -1,25 +1,53 @@
 """The one part of the engine that touches the device: owns the model and the KV cache tensors,
-turns a scheduled step into one batched forward, and samples."""
+turns a scheduled step into one batched forward, and samples.
+
+On CUDA with triton installed the attention layers use the Triton backend, and decode steps
+(every sequence computing one token) replay a captured CUDA graph unless the engine config says
+`enforce_eager`; everything else (prompt chunks, mixed steps, CPU) runs eagerly.
+"""
 
 from __future__ import annotations
+
+import logging
 
 import torch
 from torch import nn
 
+from ferrum.config import EngineConfig
+from ferrum.engine.cuda_graphs import DecodeGraphs
 from ferrum.engine.sampler import Sampler, SamplerOutput, SamplingRow
 from ferrum.engine.scheduler import ScheduledSeq
+from ferrum.kernels import triton_available
 from ferrum.layers.attention import Attention, build_metadata
+
+log = logging.getLogger("ferrum.engine")
+GIB = 1 << 30
 
 
 class ModelRunner:
-    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype, block_size: int):
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        dtype: torch.dtype,
+        block_size: int,
+        config: EngineConfig | None = None,
+    ):
         self.model = model
         self.device = device
         self.dtype = dtype
         self.block_size = block_size
+        self.config = config or EngineConfig(block_size=block_size)
         self.sampler = Sampler()
         self.attention_layers = [m for m in model.modules() if isinstance(m, Attention)]
         self.kv_cache: torch.Tensor | None = None
+        self.graphs: DecodeGraphs | None = None
+        self.use_triton = device.type == "cuda" and triton_available()
+        if self.use_triton:
+            from ferrum.layers.triton_attention import TritonPagedAttention
+
+            for attn in self.attention_layers:
+                attn.backend = TritonPagedAttention()
 
     @property
     def kv_bytes_per_block(self) -> int:
@@ -28,6 +56,22 @@ class ModelRunner:
         return per_token * self.block_size * torch.empty((), dtype=self.dtype).element_size()
 
     def allocate_kv_cache(self, num_blocks: int) -> None:
+        """Allocate the cache; on CUDA, then capture the decode graphs over it."""
+        self._allocate(num_blocks)
+        log.info(
+            "KV cache: %d blocks of %d tokens (%d tokens), %.2f GiB on %s",
+            num_blocks, self.block_size, num_blocks * self.block_size,
+            num_blocks * self.kv_bytes_per_block / GIB, self.device,
+        )  # fmt: skip
+        if self.use_triton and not self.config.enforce_eager:
+            max_len = self.config.max_model_len or self.model.config.max_position_embeddings
+            max_blocks = min(num_blocks, -(-max_len // self.block_size))
+            self.graphs = DecodeGraphs(
+                self.model, self.block_size, self.config.max_num_seqs, max_blocks, self.device
+            )
+            self.graphs.capture()
+
+    def _allocate(self, num_blocks: int) -> None:
         first = self.attention_layers[0]
         # (layers, K/V, blocks, block_size, kv_heads, head_dim); uninitialized: every slot is
         # written before it is read
@@ -48,11 +92,13 @@ class ModelRunner:
         """Peak bytes of activations for one forward of `num_tokens` (CUDA only), measured with a
         throwaway cache just big enough for it."""
         blocks = (num_tokens + self.block_size - 1) // self.block_size
-        self.allocate_kv_cache(blocks)
+        self._allocate(blocks)
         torch.cuda.reset_peak_memory_stats(self.device)
         before = torch.cuda.memory_allocated(self.device)
         ids = torch.zeros(num_tokens, dtype=torch.long, device=self.device)
-        pos = torch.arange(num_tokens, device=self.device)
+        # positions wrap at the rope table's end (a budget may exceed a small model's context)
+        max_positions = self.model.config.max_position_embeddings
+        pos = torch.arange(num_tokens, device=self.device) % max_positions
         meta = build_metadata(
             [num_tokens], [num_tokens], [list(range(blocks))], self.block_size, self.device
         )
@@ -71,6 +117,8 @@ class ModelRunner:
     def run(self, scheduled: list[ScheduledSeq], rows: list[SamplingRow]) -> SamplerOutput | None:
         """One forward over every scheduled token; samples one token for each scheduled sequence
         that reaches its last token this step (`rows` lists those, in order)."""
+        if self._graph_fits(scheduled):
+            return self._run_graph(scheduled, rows)
         input_ids: list[int] = []
         positions: list[int] = []
         query_lens: list[int] = []
@@ -94,4 +142,30 @@ class ModelRunner:
         if not sample_rows:
             return None
         logits = self.model.compute_logits(hidden[sample_rows])  # (S, vocab)
+        return self.sampler(logits, rows)
+
+    def _graph_fits(self, scheduled: list[ScheduledSeq]) -> bool:
+        graphs = self.graphs
+        return (
+            graphs is not None
+            and len(scheduled) <= graphs.max_batch
+            and all(item.num_tokens == 1 for item in scheduled)
+            and all(len(item.seq.block_table) <= graphs.tables.shape[1] for item in scheduled)
+        )
+
+    def _run_graph(self, scheduled: list[ScheduledSeq], rows: list[SamplingRow]) -> SamplerOutput:
+        assert self.graphs is not None
+        bs = self.block_size
+        ids, positions, slots, tables = [], [], [], []
+        for item in scheduled:
+            seq = item.seq
+            pos = seq.num_computed_tokens
+            ids.append(seq.token_ids[pos])
+            positions.append(pos)
+            slots.append(seq.block_table[pos // bs] * bs + pos % bs)
+            tables.append(seq.block_table)
+        logits = self.graphs.run(ids, positions, slots, tables)  # (n, vocab)
+        if len(rows) != len(scheduled):  # a one-token prompt chunk that does not sample
+            keep = [i for i, item in enumerate(scheduled) if item.samples]
+            logits = logits[keep]
         return self.sampler(logits, rows)

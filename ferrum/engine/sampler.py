@@ -25,8 +25,8 @@ class SamplerOutput:
 @dataclass
 class SamplingRow:
     params: SamplingParams
-    prompt_ids: list[int]
-    output_ids: list[int]
+    token_ids: list[int]  # the sequence's prompt + output (a reference, not a copy)
+    num_prompt_tokens: int
     generator: torch.Generator | None  # set for seeded requests
 
 
@@ -36,11 +36,11 @@ def _apply_penalties(logits: torch.Tensor, rows: list[SamplingRow]) -> None:
         p = row.params
         if not p.has_penalties:
             continue
-        out = torch.tensor(row.output_ids, dtype=torch.long, device=logits.device)
+        out = torch.tensor(
+            row.token_ids[row.num_prompt_tokens :], dtype=torch.long, device=logits.device
+        )
         if p.repetition_penalty != 1.0:
-            seen = torch.tensor(
-                row.prompt_ids + row.output_ids, dtype=torch.long, device=logits.device
-            ).unique()
+            seen = torch.tensor(row.token_ids, dtype=torch.long, device=logits.device).unique()
             vals = logits[i, seen]
             logits[i, seen] = torch.where(
                 vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty
@@ -111,8 +111,11 @@ class Sampler:
             scaled = _filter(logits[idx] / temps[:, None], [rows[i] for i in sampled])
             probs = scaled.softmax(-1)
             noise = torch.empty_like(probs)
-            for j, i in enumerate(sampled):
-                noise[j].exponential_(generator=rows[i].generator)
+            if any(rows[i].generator is not None for i in sampled):
+                for j, i in enumerate(sampled):
+                    noise[j].exponential_(generator=rows[i].generator)
+            else:  # no seeded row: one draw for the whole batch, no per-row launches
+                noise.exponential_()
             tokens[idx] = (probs / noise).argmax(-1)
         lps = (
             _top_logprobs(raw_logprobs, tokens, rows)

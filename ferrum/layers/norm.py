@@ -1,13 +1,17 @@
 """RMSNorm, optionally fused with the residual add that precedes it in a pre-norm block.
 
 `norm(x)` returns the normed x; `norm(x, residual)` adds first and returns (normed, x + residual),
-so a fused GPU kernel can replace both steps behind the same call.
+so a fused GPU kernel can replace both steps behind the same call: on CUDA with triton installed
+`forward` runs `ferrum.kernels.norm.rms_norm` (one pass, same rounding); `forward_torch` is the
+reference path used everywhere else.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from ferrum.kernels import use_kernels
 
 
 class RMSNorm(nn.Module):
@@ -27,6 +31,15 @@ class RMSNorm(nn.Module):
         return self.weight * xf.to(x.dtype)
 
     def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if use_kernels(x):
+            from ferrum.kernels.norm import rms_norm
+
+            return rms_norm(x, self.weight, self.eps, residual)
+        return self.forward_torch(x, residual)
+
+    def forward_torch(
         self, x: torch.Tensor, residual: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if residual is None:

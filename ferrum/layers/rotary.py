@@ -16,6 +16,8 @@ import math
 import torch
 from torch import nn
 
+from ferrum.kernels import use_kernels
+
 # YaRN defaults from the paper (and transformers): the ramp between extrapolated and
 # interpolated frequencies runs from `beta_fast` down to `beta_slow` rotations.
 YARN_BETA_FAST = 32.0
@@ -136,7 +138,17 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each head of x (T, H, D) by its token's angle; cos/sin are (T, 1, D)."""
+    """Rotate each head of x (T, H, D) by its token's angle; cos/sin are (T, 1, D). On CUDA with
+    triton installed this is one kernel (`ferrum.kernels.rotary`, same rounding)."""
+    if use_kernels(x):
+        from ferrum.kernels.rotary import rotary
+
+        return rotary(x, cos, sin)
+    return apply_rotary_torch(x, cos, sin)
+
+
+def apply_rotary_torch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The torch path of `apply_rotary` (the reference the kernel is checked against)."""
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return x * cos + rotated * sin

@@ -27,7 +27,7 @@ async def collect(eng, prompt, params):
     return text, last
 
 
-def test_concurrent_streams_equal_offline_results(engine):
+def test_concurrent_streams_equal_offline_results(engine, tiny_llama):
     eng, llm = engine
     params = SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
     prompts = ["The quick brown fox", "Paris is", "def main():", "naïve café"] * 4
@@ -36,7 +36,8 @@ def test_concurrent_streams_equal_offline_results(engine):
         return await asyncio.gather(*(collect(eng, p, params) for p in prompts))
 
     results = asyncio.run(main())
-    offline = llm.generate(prompts, params)
+    # a separate engine: the async engine's thread owns `llm.engine`
+    offline = LLM(str(tiny_llama), device="cpu", block_size=4).generate(prompts, params)
     for (text, last), off in zip(results, offline):
         assert last.finished and last.outputs[0].token_ids == off.outputs[0].token_ids
         assert text == off.outputs[0].text

@@ -12,7 +12,7 @@ def row(**kw):
     g = None
     if "seed" in kw:
         g = torch.Generator().manual_seed(kw.pop("seed"))
-    return SamplingRow(SamplingParams(**kw), [1, 2], [3, 3, 4], g)
+    return SamplingRow(SamplingParams(**kw), [1, 2, 3, 3, 4], 2, g)
 
 
 def test_filters_that_keep_one_token_equal_greedy():

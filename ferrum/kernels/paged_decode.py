@@ -1,0 +1,245 @@
+"""Paged decode attention: one new query token per sequence against its cached context.
+
+Design: a program owns (sequence, KV head, split). It loads the query rows of every query head
+that shares the KV head (grouped-query attention: the KV tile is read once for the whole group,
+padded to 16 rows so the scores are one `tl.dot`), walks its split of the context in tiles of
+BLOCK_N tokens, looking each token's block up in the sequence's block table, and keeps an
+online softmax (running max `m`, sum `l_sum`, weighted values `acc`) in float32 with base-2
+exponents. The context is cut into `num_splits` equal parts (rounded to whole tiles) inside the
+kernel, so the grid depends only on the batch size and can be captured in a CUDA graph; short
+contexts simply leave the last splits empty. With more than one split, each writes its
+normalized partial output and log-sum-exp, and a second kernel combines the splits.
+
+A sequence with context length 0 (a padding row of a graph batch) gets a zero output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634  # scores are scaled by log2(e) so the softmax can use exp2
+MAX_SPLITS = 32  # most parts one sequence's context is cut into
+MIN_GROUP_ROWS = 16  # tl.dot needs at least 16 rows: the query group is padded to this
+DEFAULT_SMS = 16  # multiprocessor count assumed off CUDA (interpreter runs)
+
+
+@triton.jit(do_not_specialize=["stride_tab", "num_splits"])  # one compile for every batch
+def _decode_kernel(
+    q_ptr,
+    k_cache,
+    v_cache,
+    out_ptr,
+    part_o,
+    part_lse,
+    cu_q,
+    ctx_lens,
+    tables,
+    seq_ids,
+    stride_qt,
+    stride_qh,
+    stride_ot,
+    stride_oh,
+    stride_cb,
+    stride_cs,
+    stride_ch,
+    stride_tab,
+    num_heads,
+    block_size,
+    scale_log2,
+    num_splits,
+    G: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_SEQ_IDS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    i = tl.program_id(0)
+    hkv = tl.program_id(1)
+    split = tl.program_id(2)
+    if HAS_SEQ_IDS:  # noqa: SIM108 (a constexpr branch)
+        s = tl.load(seq_ids + i).to(tl.int64)
+    else:
+        s = i.to(tl.int64)
+    row = tl.load(cu_q + s + 1).to(tl.int64) - 1  # the sequence's one (last) query row
+    ctx = tl.load(ctx_lens + s).to(tl.int32)
+    chunk = tl.cdiv(tl.cdiv(ctx, num_splits), BLOCK_N) * BLOCK_N
+    start = split * chunk
+    end = tl.minimum(start + chunk, ctx)
+
+    g = tl.arange(0, BLOCK_G)
+    d = tl.arange(0, BLOCK_D)
+    gmask = g < G
+    dmask = d < D
+    heads = hkv * G + g
+    q = tl.load(
+        q_ptr + row * stride_qt + heads[:, None] * stride_qh + d[None, :],
+        mask=gmask[:, None] & dmask[None, :],
+        other=0.0,
+    )
+    m = tl.full([BLOCK_G], float("-inf"), tl.float32)
+    l_sum = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+    table = tables + s * stride_tab
+    for n in range(start, end, BLOCK_N):
+        pos = n + tl.arange(0, BLOCK_N)
+        pmask = pos < end
+        blk = tl.load(table + pos // block_size, mask=pmask, other=0).to(tl.int64)
+        off = blk * stride_cb + (pos % block_size) * stride_cs + hkv * stride_ch
+        kv_mask = pmask[:, None] & dmask[None, :]
+        k = tl.load(k_cache + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale_log2
+        scores = tl.where(pmask[None, :], scores, float("-inf"))  # (BLOCK_G, BLOCK_N)
+        m_new = tl.maximum(m, tl.max(scores, 1))
+        alpha = tl.exp2(m - m_new)
+        p = tl.exp2(scores - m_new[:, None])
+        l_sum = l_sum * alpha + tl.sum(p, 1)
+        v = tl.load(v_cache + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        m = m_new
+
+    has = l_sum > 0
+    o = acc / tl.where(has, l_sum, 1.0)[:, None]
+    out_mask = gmask[:, None] & dmask[None, :]
+    if num_splits == 1:
+        tl.store(
+            out_ptr + row * stride_ot + heads[:, None] * stride_oh + d[None, :],
+            o.to(out_ptr.dtype.element_ty),
+            mask=out_mask,
+        )
+    else:
+        part = (i * num_heads + heads) * num_splits + split  # (BLOCK_G,)
+        tl.store(part_o + part[:, None] * D + d[None, :], o, mask=out_mask)
+        lse = tl.where(has, m + tl.log2(tl.where(has, l_sum, 1.0)), float("-inf"))
+        tl.store(part_lse + part, lse, mask=gmask)
+
+
+@triton.jit(do_not_specialize=["num_splits"])
+def _reduce_kernel(
+    out_ptr,
+    part_o,
+    part_lse,
+    cu_q,
+    seq_ids,
+    stride_ot,
+    stride_oh,
+    num_heads,
+    num_splits,
+    D: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    MAX_SPLITS: tl.constexpr,
+    HAS_SEQ_IDS: tl.constexpr,
+):
+    i = tl.program_id(0)
+    h = tl.program_id(1)
+    if HAS_SEQ_IDS:  # noqa: SIM108 (a constexpr branch)
+        s = tl.load(seq_ids + i).to(tl.int64)
+    else:
+        s = i.to(tl.int64)
+    row = tl.load(cu_q + s + 1).to(tl.int64) - 1
+    sp = tl.arange(0, MAX_SPLITS)
+    smask = sp < num_splits
+    d = tl.arange(0, BLOCK_D)
+    dmask = d < D
+    base = (i * num_heads + h) * num_splits
+    lse = tl.load(part_lse + base + sp, mask=smask, other=float("-inf"))
+    m = tl.max(lse, 0)
+    w = tl.where(lse == float("-inf"), 0.0, tl.exp2(lse - m))  # empty splits weigh nothing
+    total = tl.sum(w, 0)
+    o = tl.load(
+        part_o + (base + sp)[:, None] * D + d[None, :],
+        mask=smask[:, None] & dmask[None, :],
+        other=0.0,
+    )
+    o = tl.sum(w[:, None] * o, 0) / tl.where(total > 0, total, 1.0)
+    tl.store(
+        out_ptr + row * stride_ot + h * stride_oh + d, o.to(out_ptr.dtype.element_ty), mask=dmask
+    )
+
+
+@dataclass
+class DecodeConfig:
+    """Launch shape of the decode kernel (the numerics do not depend on it)."""
+
+    block_n: int = 64  # context tokens per tile
+    num_warps: int = 4
+    num_stages: int = 2
+    programs_per_sm: int = 4  # splits grow until the grid has this many programs per SM
+
+
+CONFIG = DecodeConfig()  # what every launch uses; `ferrum.bench.gpu_fastpath` can tune it
+
+
+def num_splits_for(num_seqs: int, num_kv_heads: int, num_sms: int) -> int:
+    """Splits per sequence: the fewest (a power of two, at most MAX_SPLITS) that give about
+    CONFIG.programs_per_sm programs per multiprocessor, so a small batch still reads the cache
+    with the whole chip."""
+    splits = 1
+    target = CONFIG.programs_per_sm * num_sms
+    while splits < MAX_SPLITS and num_seqs * num_kv_heads * splits < target:
+        splits *= 2
+    return splits
+
+
+def device_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return DEFAULT_SMS
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def paged_decode_attention(
+    q: torch.Tensor,  # (T, H, D): row cu_seqlens_q[s+1]-1 is sequence s's query
+    kv_cache: torch.Tensor,  # (2, num_blocks, block_size, Hkv, D)
+    out: torch.Tensor,  # (T, H, D): the sequences' rows are written
+    cu_seqlens_q: torch.Tensor,  # (S+1,)
+    context_lens: torch.Tensor,  # (S,)
+    block_tables: torch.Tensor,  # (S, max_blocks) int32
+    scale: float,
+    num_splits: int,
+    seq_ids: torch.Tensor | None = None,  # (N,): the sequences to compute (default: all S)
+) -> None:
+    """Attention of one query token per sequence over its paged context, into `out`."""
+    num_heads, head_dim = q.shape[1], q.shape[2]
+    num_kv_heads = kv_cache.shape[3]
+    group = num_heads // num_kv_heads
+    num = seq_ids.shape[0] if seq_ids is not None else context_lens.shape[0]
+    if num == 0:
+        return
+    if q.stride(2) != 1:
+        q = q.contiguous()
+    k_cache, v_cache = kv_cache[0], kv_cache[1]  # (num_blocks, block_size, Hkv, D)
+    block_d = triton.next_power_of_2(head_dim)
+    if not 1 <= num_splits <= MAX_SPLITS:
+        raise ValueError(f"num_splits must be in [1, {MAX_SPLITS}], got {num_splits}")
+    # float32 even when unused (one split), so the kernel compiles once for any split count
+    part_o = part_lse = torch.empty(1, device=q.device, dtype=torch.float32)
+    if num_splits > 1:
+        part_o = torch.empty(
+            num, num_heads, num_splits, head_dim, device=q.device, dtype=torch.float32
+        )
+        part_lse = torch.empty(num, num_heads, num_splits, device=q.device, dtype=torch.float32)
+    ids = seq_ids if seq_ids is not None else cu_seqlens_q
+    precision = "ieee" if q.dtype == torch.float32 else "tf32"
+    _decode_kernel[(num, num_kv_heads, num_splits)](
+        q, k_cache, v_cache, out, part_o, part_lse,
+        cu_seqlens_q, context_lens, block_tables, ids,
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
+        num_heads, kv_cache.shape[2], scale * LOG2E, num_splits,
+        G=group, D=head_dim, BLOCK_G=max(MIN_GROUP_ROWS, triton.next_power_of_2(group)),
+        BLOCK_D=block_d, BLOCK_N=CONFIG.block_n,
+        HAS_SEQ_IDS=seq_ids is not None, DOT_PRECISION=precision,
+        num_warps=CONFIG.num_warps, num_stages=CONFIG.num_stages,
+    )  # fmt: skip
+    if num_splits > 1:
+        _reduce_kernel[(num, num_heads)](
+            out, part_o, part_lse, cu_seqlens_q, ids,
+            out.stride(0), out.stride(1), num_heads, num_splits,
+            D=head_dim, BLOCK_D=block_d, MAX_SPLITS=MAX_SPLITS,
+            HAS_SEQ_IDS=seq_ids is not None, num_warps=4,
+        )  # fmt: skip
