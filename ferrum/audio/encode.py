@@ -3,7 +3,8 @@
 wav and flac go through soundfile (libsndfile); mp3 through an `ffmpeg` process fed raw pcm on
 its stdin; pcm is signed 16-bit little-endian samples, no header. To a file every format streams
 (each chunk is written when it arrives); to a pipe (stdout) pcm and mp3 stream, while wav and
-flac are written whole at the end, because their headers hold the length.
+flac are written whole at the end, because their headers hold the length (an mp3 streamed to a
+pipe lacks the header that trims the encoder's delay, so decoders give ~1,300 extra samples).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -119,10 +121,14 @@ class AudioWriter:
 
     def _encode_whole(self, samples: np.ndarray) -> bytes:
         if self.fmt == "mp3":
-            process = _start_ffmpeg(self.sample_rate, None)
-            out, err = process.communicate(to_pcm16(samples))
-            _check_ffmpeg(process.returncode, err)
-            return out
+            # Through a file rather than a pipe: only a seekable output gets the header that
+            # tells decoders to trim the encoder's delay and padding (gapless length).
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / "speech.mp3"
+                process = _start_ffmpeg(self.sample_rate, path)
+                _, err = process.communicate(to_pcm16(samples))
+                _check_ffmpeg(process.returncode, err)
+                return path.read_bytes()
         buffer = io.BytesIO()
         clipped = np.clip(samples, -1.0, 1.0)
         _soundfile().write(buffer, clipped, self.sample_rate, "PCM_16", format=self.fmt.upper())

@@ -26,6 +26,7 @@ def _register() -> None:
     from ferrum.commands import run as _run  # noqa: F401
     from ferrum.commands import serve as _serve  # noqa: F401
     from ferrum.commands import transcribe as _transcribe  # noqa: F401
+    from ferrum.commands import tts as _tts  # noqa: F401
 
 
 def main() -> None:

@@ -1,0 +1,91 @@
+"""`ferrum tts`: speak text into an audio file (or raw audio on stdout).
+
+Only audio goes to stdout (with `-o -`); the summary line and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from ferrum.commands import app
+
+
+@app.command("tts")
+def tts(
+    text: Annotated[
+        str | None, typer.Argument(help="Text to speak; '-' or nothing reads it from stdin.")
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="Audio file to write, or - for raw audio on stdout."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", "--voice", help="Voice name or Piper .onnx file (default: joe)."
+        ),
+    ] = None,
+    audio_format: Annotated[
+        str | None,
+        typer.Option("--format", help="wav | flac | mp3 | pcm (default: from -o's extension)."),
+    ] = None,
+    speed: Annotated[float, typer.Option("--speed", help="2.0 speaks twice as fast.")] = 1.0,
+    speaker: Annotated[
+        str | None, typer.Option("--speaker", help="Speaker name or id (multi-speaker voices).")
+    ] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Write each sentence as soon as it is spoken.")
+    ] = False,
+    sentence_silence: Annotated[
+        float, typer.Option("--sentence-silence", help="Seconds of silence between sentences.")
+    ] = 0.0,
+    seed: Annotated[int | None, typer.Option("--seed", help="Same seed, same audio.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps")] = "auto",
+) -> None:
+    """Speak text with a Piper voice into a wav, flac, mp3 or raw pcm file."""
+    # Before torch loads libgomp: idle OpenMP threads then sleep instead of spinning. Spinning
+    # takes the CPU that the other threads of a parallel region need when the cores are shared
+    # (6x slower on a loaded 2-core machine; passive costs ~15% on an idle one). The
+    # environment still wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from ferrum.audio.encode import AudioWriter, output_format
+    from ferrum.audio.tts import SpeechOptions, Synthesizer
+    from ferrum.errors import InvalidInputError
+
+    if output is None:
+        raise InvalidInputError("say where to write the audio: -o FILE (or -o - for stdout)")
+    fmt = output_format(output, audio_format)
+    if text is None or text == "-":
+        if sys.stdin.isatty():
+            raise InvalidInputError("give the text to speak, or pipe it on stdin")
+        text = sys.stdin.read()
+    options = SpeechOptions(
+        speed=speed, speaker=speaker, sentence_silence=sentence_silence, seed=seed
+    )
+    synthesizer = Synthesizer(model, device=device)
+    chunks = synthesizer.stream(text, options)  # validates before any audio is computed
+    start = time.perf_counter()
+    target = sys.stdout.buffer if output == "-" else output
+    if stream:
+        with AudioWriter(target, fmt, synthesizer.sample_rate) as writer:
+            for chunk in chunks:
+                writer.write(chunk.samples)
+    else:  # nothing is written until all of it is spoken
+        import numpy as np
+
+        samples = np.concatenate([c.samples for c in chunks])
+        with AudioWriter(target, fmt, synthesizer.sample_rate) as writer:
+            writer.write(samples)
+    seconds = writer.frames / synthesizer.sample_rate
+    rate = seconds / max(time.perf_counter() - start, 1e-9)
+    where = "stdout" if output == "-" else output
+    typer.echo(
+        f"wrote {where}: {seconds:.1f} s of speech ({fmt}, {synthesizer.sample_rate} Hz, "
+        f"{rate:.1f}x real time, voice {synthesizer.files.name})",
+        err=True,
+    )
