@@ -1,12 +1,13 @@
-"""`ferrum serve`: an OpenAI-compatible HTTP server for an LLM.
+"""`ferrum serve`: an OpenAI-compatible HTTP server for an LLM, embeddings, transcription, speech.
 
-Loads the model, binds, prints where it listens and how long loading took, then serves until
-SIGTERM / Ctrl-C, letting in-flight requests finish (up to --shutdown-timeout) before exiting 0.
+Loads the models, binds, prints where it listens and how long each model took to load, then
+serves until SIGTERM / Ctrl-C, letting in-flight requests finish (up to --shutdown-timeout)
+before exiting 0. `--no-llm` serves only the other modalities.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +24,14 @@ from ferrum.commands.options import (
     PrefixCaching,
     engine_options,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ferrum.server.launch import LoadedModel
+
+DEFAULT_BODY_LIMIT = "16MiB"
+AUDIO_BODY_LIMIT = "32MiB"  # with transcription served: room for OpenAI's 25 MB uploads
 
 
 @app.command("serve")
@@ -44,8 +53,12 @@ def serve(
         float | None, typer.Option("--request-timeout", help="Seconds a request may take.")
     ] = None,
     max_body_size: Annotated[
-        str, typer.Option("--max-body-size", help="Largest request body, e.g. 16MiB.")
-    ] = "16MiB",
+        str | None,
+        typer.Option(
+            "--max-body-size",
+            help="Largest request body, e.g. 16MiB (default; 32MiB with --transcription-model).",
+        ),
+    ] = None,
     shutdown_timeout: Annotated[
         float,
         typer.Option("--shutdown-timeout", help="Seconds in-flight requests get after SIGTERM."),
@@ -59,8 +72,41 @@ def serve(
     kv_cache_memory: KvCacheMemory = None,
     gpu_memory_utilization: GpuMemoryUtilization = 0.9,
     prefix_caching: PrefixCaching = True,
+    embedding_model: Annotated[
+        str | None,
+        typer.Option(
+            "--embedding-model",
+            help="Also serve /v1/embeddings with this model ('default': all-MiniLM-L6-v2).",
+        ),
+    ] = None,
+    transcription_model: Annotated[
+        str | None,
+        typer.Option(
+            "--transcription-model",
+            help="Also serve /v1/audio/transcriptions and translations ('default': whisper "
+            "tiny.en).",
+        ),
+    ] = None,
+    speech_model: Annotated[
+        str | None,
+        typer.Option(
+            "--speech-model",
+            help="Also serve /v1/audio/speech with this Piper voice ('default': en_US-joe-medium).",
+        ),
+    ] = None,
+    no_llm: Annotated[
+        bool, typer.Option("--no-llm", help="Serve no LLM, only the models named above.")
+    ] = False,
+    allowed_local_media: Annotated[
+        str | None,
+        typer.Option(
+            "--allowed-local-media",
+            help="Folder whose image files embedding requests may name by path.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve an LLM over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions)."""
+    """Serve models over an OpenAI-compatible HTTP API: an LLM (/v1/chat/completions,
+    /v1/completions) and, when asked, embeddings, transcription and speech."""
     from ferrum.config import parse_size
     from ferrum.errors import InvalidInputError
     from ferrum.server import launch
@@ -71,38 +117,83 @@ def serve(
         raise InvalidInputError("--max-waiting must be >= 0")
     if request_timeout is not None and request_timeout <= 0:
         raise InvalidInputError("--request-timeout must be > 0 seconds")
+    if no_llm and model is not None:
+        raise InvalidInputError(f"--no-llm serves no LLM, but the model {model!r} was given")
+    if no_llm and not (embedding_model or transcription_model or speech_model):
+        raise InvalidInputError(
+            "--no-llm leaves nothing to serve: add --embedding-model, --transcription-model "
+            "or --speech-model (each may be 'default')"
+        )
+    if allowed_local_media is not None and embedding_model is None:
+        raise InvalidInputError("--allowed-local-media is for image inputs: add --embedding-model")
+    if max_body_size is None:
+        max_body_size = AUDIO_BODY_LIMIT if transcription_model else DEFAULT_BODY_LIMIT
     config = ServerConfig(
         api_key=api_key, request_timeout=request_timeout, max_body_size=parse_size(max_body_size)
     )
     sock = launch.bind(host, port)  # before loading: a busy port fails fast
-    loaded = launch.load_llm(
-        model,
-        served_model_name=served_model_name,
-        device=device,
-        dtype=dtype,
-        max_waiting=max_waiting,
-        **engine_options(
-            max_num_seqs,
-            max_num_batched_tokens,
-            max_model_len,
-            kv_cache_memory,
-            gpu_memory_utilization,
-            prefix_caching,
-        ),
-    )
     state = ServerState(config=config)
-    state.models.add(loaded.model)
-    server = launch.make_server(
-        create_app(state), shutdown_timeout=shutdown_timeout, log_level=log_level
-    )
-    typer.echo(
-        f"ferrum: {loaded.spec} loaded in {loaded.load_seconds:.1f} s on {loaded.device}, "
-        f"context {loaded.max_model_len} tokens; serving it as {loaded.model.name!r} "
-        f"on {launch.address(sock)}/v1",
-        err=True,
-    )
+    banners: list[str] = []
+    try:
+        if not no_llm:
+            loaded = launch.load_llm(
+                model,
+                served_model_name=served_model_name,
+                device=device,
+                dtype=dtype,
+                max_waiting=max_waiting,
+                **engine_options(
+                    max_num_seqs,
+                    max_num_batched_tokens,
+                    max_model_len,
+                    kv_cache_memory,
+                    gpu_memory_utilization,
+                    prefix_caching,
+                ),
+            )
+            state.models.add(loaded.model)
+            banners.append(
+                f"ferrum: {loaded.spec} loaded in {loaded.load_seconds:.1f} s on {loaded.device}, "
+                f"context {loaded.max_model_len} tokens; serving it as {loaded.model.name!r}"
+            )
+        for other in _load_others(
+            embedding_model, transcription_model, speech_model, device, dtype, allowed_local_media
+        ):
+            state.models.add(other.model)
+            banners.append(
+                f"ferrum: {other.spec} loaded in {other.load_seconds:.1f} s on {other.device}; "
+                f"serving it as {other.model.name!r} ({other.model.kind})"
+            )
+    except BaseException:
+        state.models.close_all()
+        raise
+    app = create_app(state, extra_routers=launch.routers())
+    server = launch.make_server(app, shutdown_timeout=shutdown_timeout, log_level=log_level)
+    for banner in banners:
+        typer.echo(f"{banner} on {launch.address(sock)}/v1", err=True)
     try:
         launch.run(server, sock)
     finally:
         state.models.close_all()
     typer.echo("ferrum: stopped", err=True)
+
+
+def _load_others(
+    embedding_model: str | None,
+    transcription_model: str | None,
+    speech_model: str | None,
+    device: str,
+    dtype: str,
+    allowed_local_media: str | None,
+) -> Iterator[LoadedModel]:
+    """The non-LLM models asked for, loaded one after the other."""
+    from ferrum.server import launch
+
+    if embedding_model is not None:
+        yield launch.load_embedder(
+            embedding_model, device=device, dtype=dtype, allowed_local_media=allowed_local_media
+        )
+    if transcription_model is not None:
+        yield launch.load_transcriber(transcription_model, device=device, dtype=dtype)
+    if speech_model is not None:
+        yield launch.load_synthesizer(speech_model, device=device)

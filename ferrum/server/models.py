@@ -17,6 +17,7 @@ def _card(model: ServedModel) -> ModelCard:
         id=model.name,
         created=model.created,
         max_model_len=getattr(model.handle, "max_model_len", None),
+        kind=model.kind,
     )
 
 

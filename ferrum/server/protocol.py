@@ -255,6 +255,7 @@ class ModelCard(OpenAIModel):
     created: int
     owned_by: str = "ferrum"
     max_model_len: int | None = None  # vLLM's extension: the context the server allows
+    kind: str | None = None  # ferrum's extension: llm, embedding, transcription or speech
 
 
 class ModelList(OpenAIModel):

@@ -24,7 +24,8 @@ START_TIMEOUT_S = 10.0
 def running_server(state: ServerState) -> Iterator[str]:
     """Serve `state` on 127.0.0.1:<free port>; yields the base URL, stops and drains after."""
     sock = launch.bind("127.0.0.1", 0)
-    server = launch.make_server(create_app(state), log_level="warning", shutdown_timeout=5)
+    app = create_app(state, extra_routers=launch.routers())
+    server = launch.make_server(app, log_level="warning", shutdown_timeout=5)
     thread = threading.Thread(target=launch.run, args=(server, sock), daemon=True)
     thread.start()
     deadline = time.monotonic() + START_TIMEOUT_S
