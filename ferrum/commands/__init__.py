@@ -20,6 +20,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Importing a command module adds its command to `app`.
+    from ferrum.commands import bench as _bench  # noqa: F401
     from ferrum.commands import embed as _embed  # noqa: F401
     from ferrum.commands import list as _list  # noqa: F401
     from ferrum.commands import pull as _pull  # noqa: F401

@@ -5,7 +5,6 @@ Only audio goes to stdout (with `-o -`); the summary line and errors go to stder
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Annotated
@@ -48,11 +47,6 @@ def tts(
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps")] = "auto",
 ) -> None:
     """Speak text with a Piper voice into a wav, flac, mp3 or raw pcm file."""
-    # Before torch loads libgomp: idle OpenMP threads then sleep instead of spinning. Spinning
-    # takes the CPU that the other threads of a parallel region need when the cores are shared
-    # (6x slower on a loaded 2-core machine; passive costs ~15% on an idle one). The
-    # environment still wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ferrum.audio.encode import AudioWriter, output_format
     from ferrum.audio.tts import SpeechOptions, Synthesizer
     from ferrum.errors import InvalidInputError

@@ -9,29 +9,35 @@ One wrinkle: llama.cpp's converter permutes the rows of the Q and K projections 
 models (its rope pairs adjacent dimensions, HF's pairs the two halves), so those are un-permuted
 here. Qwen2/Qwen3 files are written unpermuted (llama.cpp uses neox-style rope for them).
 
-Only the reading lives here; `checkpoint.py` puts the pieces together and `tokenizer.py` builds
-the tokenizer from the same metadata.
+Parsing is `gguf_reader.py` and dequantization `dequant.py` (both ours, for load speed; the
+`gguf` package is their reference in tests); `checkpoint.py` puts the pieces together and
+`tokenizer.py` builds the tokenizer from the same metadata.
 """
 
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import numpy as np
+import torch
 
 from ferrum.errors import CheckpointError, UnsupportedModelError
+from ferrum.loader.dequant import SUPPORTED_TYPES, dequantize
+from ferrum.loader.gguf_reader import GGUFFile, GGUFTensorInfo, read_gguf
 from ferrum.registry import (
     LLAMA3_HIGH_FREQ_FACTOR,
     LLAMA3_LOW_FREQ_FACTOR,
     LLAMA3_ORIGINAL_CONTEXT,
 )
 
-if TYPE_CHECKING:
-    import gguf
-    import torch
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 # GGUF architecture name -> (HF architectures entry, HF model_type).
 ARCHITECTURES: dict[str, tuple[str, str]] = {
@@ -42,7 +48,7 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
 # Architectures whose Q/K rows llama.cpp permuted for its interleaved rope.
 PERMUTED_QK = {"llama"}
 
-SUPPORTED_TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K")
+SUPPORTED_TENSOR_TYPES = SUPPORTED_TYPES
 
 # Whole-model tensors: GGUF name -> HF name.
 _GLOBAL_NAMES = {
@@ -68,33 +74,21 @@ _LAYER_RE = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 # llama.cpp folds llama3 rope scaling into this tensor instead of metadata; it is read back into
 # the config's rope_scaling and is not a model parameter.
 ROPE_FREQS = "rope_freqs.weight"
+PREFETCH_PER_WORKER = 2  # tensors dequantized ahead of the consumer, per pool thread
 
 
-def open_gguf(path: Path) -> gguf.GGUFReader:
-    """Open a GGUF file (memory-mapped); a corrupt or truncated file raises CheckpointError."""
-    from gguf import GGUFReader
-
-    try:
-        return GGUFReader(path)
-    except Exception as e:  # gguf raises ValueError/IndexError/struct errors on damaged files
-        raise CheckpointError(
-            f"{path}: not a readable GGUF file ({type(e).__name__}: {e}); it may be truncated or "
-            "corrupt — download it again"
-        ) from e
+def open_gguf(path: Path) -> GGUFFile:
+    """Open a GGUF file (memory-mapped, metadata parsed); CheckpointError when it is corrupt or
+    truncated."""
+    return read_gguf(path)
 
 
-def field_value(reader: gguf.GGUFReader, key: str, default: Any = None) -> Any:
+def field_value(reader: GGUFFile, key: str, default: Any = None) -> Any:
     """One metadata value as a Python scalar, string or list (default when the key is absent)."""
-    field = reader.fields.get(key)
-    if field is None:
-        return default
-    try:
-        return field.contents()
-    except Exception as e:
-        raise CheckpointError(f"GGUF metadata {key!r} is unreadable ({e})") from e
+    return reader.metadata.get(key, default)
 
 
-def gguf_architecture(reader: gguf.GGUFReader, path: Path) -> str:
+def gguf_architecture(reader: GGUFFile, path: Path) -> str:
     """The file's `general.architecture`, checked against the ones ferrum runs."""
     arch = field_value(reader, "general.architecture")
     if arch is None:
@@ -107,7 +101,7 @@ def gguf_architecture(reader: gguf.GGUFReader, path: Path) -> str:
     return arch
 
 
-def gguf_config(reader: gguf.GGUFReader, path: Path) -> dict[str, Any]:
+def gguf_config(reader: GGUFFile, path: Path) -> dict[str, Any]:
     """An HF config.json-style dict for the model in the file, built from its metadata."""
     arch = gguf_architecture(reader, path)
 
@@ -152,7 +146,7 @@ def _decimal(value: float) -> float:
     return float(f"{value:.7g}")
 
 
-def _rope_scaling(reader: gguf.GGUFReader, arch: str) -> dict[str, Any] | None:
+def _rope_scaling(reader: GGUFFile, arch: str) -> dict[str, Any] | None:
     kind = field_value(reader, f"{arch}.rope.scaling.type")
     if kind in ("linear", "yarn"):
         scaling: dict[str, Any] = {
@@ -167,7 +161,7 @@ def _rope_scaling(reader: gguf.GGUFReader, arch: str) -> dict[str, Any] | None:
     if freqs is None:
         return None
     # Llama 3.x: per-frequency divisors, 1 for high frequencies and `factor` for the lowest ones.
-    factor = float(np.max(_dequantize(freqs)))
+    factor = float(_dequantize(reader, freqs).max())
     return {
         "rope_type": "llama3",
         "factor": factor,
@@ -188,60 +182,93 @@ def hf_tensor_name(gguf_name: str) -> str | None:
     return f"model.layers.{layer}.{_LAYER_NAMES[key]}.{kind}"
 
 
-def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+def unpermute_qk(w: Array, n_head: int) -> Array:
     """Undo llama.cpp's `permute(w, n_head)`: per head, rows interleaved (pairs) -> halves.
-    Works on weights (rows, cols) and biases (rows,)."""
+    Works on weights (rows, cols) and biases (rows,), numpy arrays or torch tensors."""
     rows = w.shape[0]
     head_dim = rows // n_head
     # (n_head, head_dim/2, 2, ...) -> (n_head, 2, head_dim/2, ...)
     return w.reshape(n_head, head_dim // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _dequantize(tensor: Any) -> np.ndarray:
-    from gguf import GGMLQuantizationType
-    from gguf.quants import dequantize
-
-    qtype = GGMLQuantizationType(tensor.tensor_type)
-    if qtype.name not in SUPPORTED_TENSOR_TYPES:
+def _dequantize(reader: GGUFFile, tensor: GGUFTensorInfo) -> torch.Tensor:
+    if tensor.type_name not in SUPPORTED_TENSOR_TYPES:
         raise UnsupportedModelError(
-            f"tensor {tensor.name!r} has GGUF type {qtype.name}, which ferrum does not read "
+            f"tensor {tensor.name!r} has GGUF type {tensor.type_name}, which ferrum does not read "
             f"(supported: {', '.join(SUPPORTED_TENSOR_TYPES)}); use another quantization"
         )
-    # numpy order is the reverse of GGUF's ne[] order: (rows, cols) = HF's (out, in).
-    shape = tuple(int(n) for n in reversed(tensor.shape))
-    return dequantize(tensor.data, qtype).astype(np.float32, copy=False).reshape(shape)
+    raw = torch.from_numpy(reader.tensor_bytes(tensor))  # (n_bytes,) uint8, no copy
+    return dequantize(raw, tensor.type_name, tensor.shape)
 
 
 def gguf_tensors(
-    reader: gguf.GGUFReader, config: dict[str, Any], path: Path
+    reader: GGUFFile, config: dict[str, Any], path: Path
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (HF name, float32 tensor) for every model tensor of the file, one at a time."""
-    import torch
+    """Yield (HF name, float32 tensor) for every model tensor of the file, in file order.
+    F32 tensors are views of the file's (copy-on-write) memory map, the rest new memory.
 
+    Tensors are dequantized ahead of the consumer by a pool of `torch.get_num_threads()` Python
+    threads, each running torch single-threaded; while the generator is live, torch's intra-op
+    thread count is 1 (restored when it finishes or is closed). Why: dequantizing and copying
+    are streams of short memory-bound ops, and an OpenMP team pays a barrier on each, which on a
+    busy machine (a descheduled worker) costs milliseconds apiece and made loading ten times
+    slower; whole tensors per thread need no barrier at all."""
     arch = gguf_architecture(reader, path)
+    jobs = [(_hf_name_or_raise(t.name, arch, path), t) for t in reader.tensors]
+    jobs = [(name, t) for name, t in jobs if t.name != ROPE_FREQS]
     heads = config["num_attention_heads"]
     kv_heads = config["num_key_value_heads"]
-    for tensor in reader.tensors:
-        if tensor.name == ROPE_FREQS:
-            continue
-        name = hf_tensor_name(tensor.name)
-        if name is None:
-            raise UnsupportedModelError(
-                f"{path}: GGUF tensor {tensor.name!r} has no place in a {arch} model"
-            )
-        try:
-            data = _dequantize(tensor)
-        except UnsupportedModelError as e:
-            raise UnsupportedModelError(f"{path}: {e}") from e
-        except Exception as e:
-            raise CheckpointError(
-                f"{path}: tensor {tensor.name!r} cannot be read ({type(e).__name__}: {e}); "
-                "the file may be truncated or corrupt"
-            ) from e
+
+    def load(name: str, tensor: GGUFTensorInfo) -> torch.Tensor:
+        data = _read_tensor(reader, tensor, path)
         if arch in PERMUTED_QK and ".attn_q." in tensor.name:
             data = unpermute_qk(data, heads)
         elif arch in PERMUTED_QK and ".attn_k." in tensor.name:
             data = unpermute_qk(data, kv_heads)
-        if not data.flags.writeable:  # F32 tensors are views of the read-only memory map
-            data = data.copy()
-        yield name, torch.from_numpy(np.ascontiguousarray(data))
+        return data
+
+    workers = max(1, torch.get_num_threads())
+    with _intra_op_threads(1), ThreadPoolExecutor(workers, "ferrum-gguf") as pool:
+        queued = iter(jobs)
+        pending = deque(
+            (name, pool.submit(load, name, t))
+            for name, t in islice(queued, workers * PREFETCH_PER_WORKER)
+        )
+        while pending:
+            name, future = pending.popleft()
+            for next_name, t in islice(queued, 1):
+                pending.append((next_name, pool.submit(load, next_name, t)))
+            yield name, future.result()
+
+
+def _hf_name_or_raise(gguf_name: str, arch: str, path: Path) -> str:
+    if gguf_name == ROPE_FREQS:
+        return gguf_name
+    name = hf_tensor_name(gguf_name)
+    if name is None:
+        raise UnsupportedModelError(
+            f"{path}: GGUF tensor {gguf_name!r} has no place in a {arch} model"
+        )
+    return name
+
+
+def _read_tensor(reader: GGUFFile, tensor: GGUFTensorInfo, path: Path) -> torch.Tensor:
+    try:
+        return _dequantize(reader, tensor)
+    except UnsupportedModelError as e:
+        raise UnsupportedModelError(f"{path}: {e}") from e
+    except Exception as e:
+        raise CheckpointError(
+            f"{path}: tensor {tensor.name!r} cannot be read ({type(e).__name__}: {e}); "
+            "the file may be truncated or corrupt"
+        ) from e
+
+
+@contextmanager
+def _intra_op_threads(count: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
