@@ -38,7 +38,7 @@ class LoadReport:
     seconds: float
 
 
-def _random_config(spec: str) -> dict:
+def random_config(spec: str) -> dict:
     from ferrum.registry import builtin_config
 
     config = builtin_config(spec)
@@ -70,7 +70,7 @@ def load_engine(
     if backend.device.type == "cpu":
         set_cpu_threads()
     if random_weights:
-        model = build_model(_random_config(spec), None, backend.device, backend.dtype)
+        model = build_model(random_config(spec), None, backend.device, backend.dtype)
         tokenizer, eos, path = _NoTokenizer(), [], None
     else:
         from ferrum.loader.checkpoint import open_checkpoint
