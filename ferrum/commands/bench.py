@@ -18,6 +18,7 @@ from ferrum.commands import app
 from ferrum.commands.options import (
     Device,
     Dtype,
+    EnforceEager,
     GpuMemoryUtilization,
     KvCacheMemory,
     MaxBatchedTokens,
@@ -110,6 +111,7 @@ def bench(
     kv_cache_memory: KvCacheMemory = None,
     gpu_memory_utilization: GpuMemoryUtilization = 0.9,
     prefix_caching: PrefixCaching = True,
+    enforce_eager: EnforceEager = False,
 ) -> None:
     """Measure LLM throughput and latency (TTFT, TPOT, ITL), against transformers or a server."""
     from rich.console import Console
@@ -155,6 +157,7 @@ def bench(
                 kv_cache_memory,
                 gpu_memory_utilization,
                 prefix_caching,
+                enforce_eager=enforce_eager,
             ),
         )
         result = run_offline(options, say)

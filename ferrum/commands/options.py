@@ -28,6 +28,9 @@ GpuMemoryUtilization = Annotated[
 PrefixCaching = Annotated[
     bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Reuse KV of shared prefixes.")
 ]
+EnforceEager = Annotated[
+    bool, typer.Option("--enforce-eager", help="GPU: no CUDA graphs for decode steps.")
+]
 
 
 def engine_options(
@@ -37,6 +40,7 @@ def engine_options(
     kv_cache_memory: str | None,
     gpu_memory_utilization: float,
     prefix_caching: bool,
+    enforce_eager: bool = False,
 ) -> dict:
     """The keyword options of `ferrum.LLM` for these flags."""
     return {
@@ -46,4 +50,5 @@ def engine_options(
         "kv_cache_memory": kv_cache_memory,
         "gpu_memory_utilization": gpu_memory_utilization,
         "enable_prefix_caching": prefix_caching,
+        "enforce_eager": enforce_eager,
     }

@@ -16,6 +16,7 @@ from ferrum.commands import app
 from ferrum.commands.options import (
     Device,
     Dtype,
+    EnforceEager,
     GpuMemoryUtilization,
     KvCacheMemory,
     MaxBatchedTokens,
@@ -67,6 +68,7 @@ def run(
     kv_cache_memory: KvCacheMemory = None,
     gpu_memory_utilization: GpuMemoryUtilization = 0.9,
     prefix_caching: PrefixCaching = True,
+    enforce_eager: EnforceEager = False,
 ) -> None:
     """Chat with an LLM in the terminal, or answer one prompt (--prompt, or stdin) for a script."""
     from rich.console import Console
@@ -107,6 +109,7 @@ def run(
             kv_cache_memory,
             gpu_memory_utilization,
             prefix_caching,
+            enforce_eager=enforce_eager,
         ),
     )
     if interactive:

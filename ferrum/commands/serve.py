@@ -15,6 +15,7 @@ from ferrum.commands import app
 from ferrum.commands.options import (
     Device,
     Dtype,
+    EnforceEager,
     GpuMemoryUtilization,
     KvCacheMemory,
     MaxBatchedTokens,
@@ -72,6 +73,7 @@ def serve(
     kv_cache_memory: KvCacheMemory = None,
     gpu_memory_utilization: GpuMemoryUtilization = 0.9,
     prefix_caching: PrefixCaching = True,
+    enforce_eager: EnforceEager = False,
     embedding_model: Annotated[
         str | None,
         typer.Option(
@@ -149,6 +151,7 @@ def serve(
                     kv_cache_memory,
                     gpu_memory_utilization,
                     prefix_caching,
+                    enforce_eager=enforce_eager,
                 ),
             )
             state.models.add(loaded.model)
