@@ -37,6 +37,7 @@ class EngineConfig:
     max_waiting: int | None = None  # requests allowed to queue; None = unbounded
     seed: int = 0  # seed of the global generator (unseeded requests)
     enforce_eager: bool = False  # GPU: run decode steps eagerly, without CUDA graphs
+    quantization: str | None = None  # weight-only "int8" | "int4" on CPU; None = full weights
 
     def __post_init__(self) -> None:
         checks = [
@@ -45,6 +46,7 @@ class EngineConfig:
             (self.block_size >= 1, "block size must be at least 1"),
             (self.max_model_len is None or self.max_model_len >= 1, "--max-model-len must be >= 1"),
             (0 < self.gpu_memory_utilization <= 1, "--gpu-memory-utilization must be in (0, 1]"),
+            (self.quantization in (None, "int8", "int4"), "--quantization must be int8 or int4"),
             (self.kv_cache_memory is None or self.kv_cache_memory > 0, "--kv-cache-memory > 0"),
         ]
         for ok, message in checks:

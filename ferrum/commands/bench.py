@@ -25,6 +25,7 @@ from ferrum.commands.options import (
     MaxModelLen,
     MaxNumSeqs,
     PrefixCaching,
+    Quantization,
     engine_options,
 )
 
@@ -112,6 +113,7 @@ def bench(
     gpu_memory_utilization: GpuMemoryUtilization = 0.9,
     prefix_caching: PrefixCaching = True,
     enforce_eager: EnforceEager = False,
+    quantization: Quantization = None,
 ) -> None:
     """Measure LLM throughput and latency (TTFT, TPOT, ITL), against transformers or a server."""
     from rich.console import Console
@@ -158,6 +160,7 @@ def bench(
                 gpu_memory_utilization,
                 prefix_caching,
                 enforce_eager=enforce_eager,
+                quantization=quantization,
             ),
         )
         result = run_offline(options, say)

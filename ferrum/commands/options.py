@@ -28,6 +28,9 @@ GpuMemoryUtilization = Annotated[
 PrefixCaching = Annotated[
     bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Reuse KV of shared prefixes.")
 ]
+Quantization = Annotated[
+    str | None, typer.Option("--quantization", help="Weight-only int8 | int4 (CPU).")
+]
 EnforceEager = Annotated[
     bool, typer.Option("--enforce-eager", help="GPU: no CUDA graphs for decode steps.")
 ]
@@ -41,6 +44,7 @@ def engine_options(
     gpu_memory_utilization: float,
     prefix_caching: bool,
     enforce_eager: bool = False,
+    quantization: str | None = None,
 ) -> dict:
     """The keyword options of `ferrum.LLM` for these flags."""
     return {
@@ -51,4 +55,5 @@ def engine_options(
         "gpu_memory_utilization": gpu_memory_utilization,
         "enable_prefix_caching": prefix_caching,
         "enforce_eager": enforce_eager,
+        "quantization": quantization,
     }

@@ -24,6 +24,7 @@ from ferrum.commands.options import (
     MaxNumSeqs,
     Model,
     PrefixCaching,
+    Quantization,
     engine_options,
 )
 
@@ -69,6 +70,7 @@ def run(
     gpu_memory_utilization: GpuMemoryUtilization = 0.9,
     prefix_caching: PrefixCaching = True,
     enforce_eager: EnforceEager = False,
+    quantization: Quantization = None,
 ) -> None:
     """Chat with an LLM in the terminal, or answer one prompt (--prompt, or stdin) for a script."""
     from rich.console import Console
@@ -110,6 +112,7 @@ def run(
             gpu_memory_utilization,
             prefix_caching,
             enforce_eager=enforce_eager,
+            quantization=quantization,
         ),
     )
     if interactive:

@@ -23,6 +23,7 @@ from ferrum.commands.options import (
     MaxNumSeqs,
     Model,
     PrefixCaching,
+    Quantization,
     engine_options,
 )
 
@@ -74,6 +75,7 @@ def serve(
     gpu_memory_utilization: GpuMemoryUtilization = 0.9,
     prefix_caching: PrefixCaching = True,
     enforce_eager: EnforceEager = False,
+    quantization: Quantization = None,
     embedding_model: Annotated[
         str | None,
         typer.Option(
@@ -152,6 +154,7 @@ def serve(
                     gpu_memory_utilization,
                     prefix_caching,
                     enforce_eager=enforce_eager,
+                    quantization=quantization,
                 ),
             )
             state.models.add(loaded.model)

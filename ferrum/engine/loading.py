@@ -81,6 +81,10 @@ def load_engine(
         model = build_model(checkpoint.config, checkpoint.weights(), backend.device, backend.dtype)
         tokenizer, eos, path = checkpoint.tokenizer, checkpoint.tokenizer.eos_token_ids, source.path
     model.eval()
+    if config.quantization:
+        from ferrum.quantization import quantize_model
+
+        quantize_model(model, config.quantization)
     engine = LLMEngine(model, tokenizer, backend, config, eos)
     report = LoadReport(
         spec, str(path) if path else None, random_weights, time.perf_counter() - start

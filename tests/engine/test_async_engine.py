@@ -79,6 +79,7 @@ def test_full_queue_is_refused(tiny_llama):
     llm = LLM(str(tiny_llama), device="cpu", max_num_seqs=1)
     eng = AsyncLLMEngine(llm.engine, max_waiting=0)
     try:
+
         async def main():
             with pytest.raises(QueueFullError):
                 async for _ in eng.generate("hi", SamplingParams(max_tokens=2)):

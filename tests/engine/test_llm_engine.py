@@ -22,8 +22,12 @@ def hf_greedy(path, prompt_ids: list[int], n: int) -> list[int]:
 
     model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     out = model.generate(
-        torch.tensor([prompt_ids]), max_new_tokens=n, do_sample=False, eos_token_id=None,
-        pad_token_id=0, attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+        torch.tensor([prompt_ids]),
+        max_new_tokens=n,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+        attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
     )
     return out[0, len(prompt_ids) :].tolist()
 
@@ -35,8 +39,9 @@ def model_path(request):
 
 @pytest.fixture(scope="module")
 def llm(model_path):
-    return LLM(str(model_path), device="cpu", dtype="float32", block_size=4,
-               max_num_batched_tokens=64)
+    return LLM(
+        str(model_path), device="cpu", dtype="float32", block_size=4, max_num_batched_tokens=64
+    )
 
 
 GREEDY = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
@@ -60,8 +65,14 @@ def test_batch_equals_one_by_one(llm):
 def test_preemption_under_tiny_kv_budget_changes_nothing(model_path, llm):
     expected = [o.outputs[0].token_ids for o in llm.generate(PROMPTS * 2, GREEDY)]
     per_block = llm.engine.runner.kv_bytes_per_block
-    small = LLM(str(model_path), device="cpu", dtype="float32", block_size=4,
-                kv_cache_memory=per_block * 24, max_num_batched_tokens=64)
+    small = LLM(
+        str(model_path),
+        device="cpu",
+        dtype="float32",
+        block_size=4,
+        kv_cache_memory=per_block * 24,
+        max_num_batched_tokens=64,
+    )
     outs = small.generate(PROMPTS * 2, GREEDY)
     assert small.engine.stats().num_preemptions > 0
     assert [o.outputs[0].token_ids for o in outs] == expected
@@ -73,8 +84,9 @@ def test_prefix_caching_on_and_off_identical(model_path):
     prompts = [shared + s for s in ("one", "two", "three")]
     results = []
     for on in (True, False):
-        llm = LLM(str(model_path), device="cpu", dtype="float32", block_size=4,
-                  enable_prefix_caching=on)
+        llm = LLM(
+            str(model_path), device="cpu", dtype="float32", block_size=4, enable_prefix_caching=on
+        )
         outs = []
         for p in prompts:  # one by one, so later prompts can hit the cache
             outs.append(llm.generate([p], GREEDY)[0])
@@ -97,8 +109,9 @@ def test_stop_string_is_never_leaked_while_streaming(llm):
     assert text == full[: full.index(stop)]
     final = llm.generate(["Paris is the capital of"], params)[0].outputs[0]
     assert final.finish_reason == "stop" and final.stop_reason == stop and final.text == text
-    with_stop = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True, stop=[stop],
-                               include_stop_str_in_output=True)
+    with_stop = SamplingParams(
+        temperature=0, max_tokens=16, ignore_eos=True, stop=[stop], include_stop_str_in_output=True
+    )
     assert llm.generate(["Paris is the capital of"], with_stop)[0].outputs[0].text.endswith(stop)
 
 
@@ -184,3 +197,14 @@ def test_chat_uses_the_template(llm):
     assert llm.tokenizer.decode(ids, skip_special_tokens=False).endswith("<|im_start|>assistant\n")
     out = llm.chat(conv, SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))[0]
     assert out.prompt_token_ids == ids and len(out.outputs[0].token_ids) == 4
+
+
+def test_weight_only_quantization_is_an_engine_option(model_path):
+    from ferrum.quantization import Int8Linear
+
+    q = LLM(str(model_path), device="cpu", quantization="int8")
+    assert any(isinstance(m, Int8Linear) for m in q.engine.model.modules())
+    out = q.generate(["The quick brown fox"], GREEDY)[0]
+    assert len(out.outputs[0].token_ids) == 16
+    with pytest.raises(InvalidInputError, match="quantization"):
+        LLM(str(model_path), device="cpu", quantization="int3")

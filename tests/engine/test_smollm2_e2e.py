@@ -18,7 +18,10 @@ pytestmark = pytest.mark.skipif(
 def ferrum(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "ferrum", *args],
-        input=stdin, capture_output=True, text=True, timeout=300,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -30,8 +33,16 @@ def test_run_prompt_answers_paris_with_only_the_answer_on_stdout():
 
 
 def test_run_reads_stdin_and_writes_jsonl():
-    r = ferrum("run", "--temperature", "0", "--output-format", "jsonl", "--max-tokens", "12",
-               stdin="What is the capital of France?\n")
+    r = ferrum(
+        "run",
+        "--temperature",
+        "0",
+        "--output-format",
+        "jsonl",
+        "--max-tokens",
+        "12",
+        stdin="What is the capital of France?\n",
+    )
     assert r.returncode == 0, r.stderr
     record = json.loads(r.stdout)
     assert record["prompt_tokens"] > 5 and 1 <= record["completion_tokens"] <= 12
@@ -41,10 +52,17 @@ def test_run_reads_stdin_and_writes_jsonl():
 def test_interactive_chat_commands():
     script = "/help\nWhat is the capital of France?\n/clear\n/system Answer in one word.\n/exit\n"
     r = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.stdin.isatty = lambda: True;"
-         "from ferrum.commands import main; sys.argv=['ferrum','run','--temperature','0'];"
-         "main()"],
-        input=script, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.stdin.isatty = lambda: True;"
+            "from ferrum.commands import main; sys.argv=['ferrum','run','--temperature','0'];"
+            "main()",
+        ],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr
     assert "Paris" in r.stdout

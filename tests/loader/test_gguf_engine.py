@@ -17,6 +17,11 @@ def test_gguf_greedy_matches_transformers(tiny_ggufs, tiny_models, arch):
     prompt = [5, 17, 42, 8, 99, 3, 64]
     ours = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))
     hf = transformers.AutoModelForCausalLM.from_pretrained(tiny_models[arch].dir).eval()
-    ref = hf.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
-                      eos_token_id=None, pad_token_id=0)
-    assert ours[0].outputs[0].token_ids == ref[0, len(prompt):].tolist()
+    ref = hf.generate(
+        torch.tensor([prompt]),
+        max_new_tokens=12,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
+    assert ours[0].outputs[0].token_ids == ref[0, len(prompt) :].tolist()
