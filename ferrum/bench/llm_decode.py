@@ -26,10 +26,14 @@ PROMPT = (
 )
 
 
-def ferrum_figures(spec: str, new_tokens: int, repeats: int, batch: int) -> dict:
+def ferrum_figures(
+    spec: str, new_tokens: int, repeats: int, batch: int, quantization: str | None = None
+) -> dict:
     from ferrum import LLM, SamplingParams
 
-    llm = LLM(spec, device="cpu", dtype="float32", max_num_seqs=max(batch, 1))
+    llm = LLM(
+        spec, device="cpu", dtype="float32", max_num_seqs=max(batch, 1), quantization=quantization
+    )
     params = SamplingParams(temperature=0, max_tokens=new_tokens, ignore_eos=True)
     ids = llm.tokenizer.encode(PROMPT)
     llm.generate([ids], SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))  # warm-up
@@ -130,23 +134,46 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--json", help="write every figure to this file")
+    ap.add_argument(
+        "--quantization",
+        nargs="*",
+        default=[],
+        choices=["int8", "int4"],
+        help="also measure ferrum with these weight-only modes",
+    )
     args = ap.parse_args()
     env = describe()
     ours = ferrum_figures(args.model, args.new_tokens, args.repeats, args.batch)
+    quantized = {
+        q: ferrum_figures(args.model, args.new_tokens, args.repeats, args.batch, q)
+        for q in args.quantization
+    }
     base = transformers_figures(args.model, args.new_tokens, args.repeats, args.batch)
-    same = ours.pop("tokens") == base.pop("tokens")
+    base_tokens = base.pop("tokens")
+    same = ours.pop("tokens") == base_tokens
     print(f"machine: {env.machine}; torch {env.torch}, transformers {env.transformers}")
     print(f"model: {args.model} (real weights), greedy, {args.new_tokens} new tokens, EOS ignored")
-    print(f"greedy tokens identical to transformers: {same}")
-    print(f"{'figure':<22}{'ferrum':>12}{'transformers':>14}{'ratio':>8}")
+    print(f"greedy tokens identical to transformers (float32): {same}")
+    for q, figures in quantized.items():
+        agree = sum(a == b for a, b in zip(figures.pop("tokens"), base_tokens))
+        print(f"{q}: {agree}/{len(base_tokens)} greedy tokens equal to float32")
+    print(
+        f"{'figure':<22}{'ferrum':>12}"
+        + "".join(f"{q:>10}" for q in quantized)
+        + f"{'transformers':>14}{'ratio':>8}"
+    )
     for key in ours:
-        print(f"{key:<22}{ours[key]:>12.1f}{base[key]:>14.1f}{ours[key] / base[key]:>8.2f}")
+        row = f"{key:<22}{ours[key]:>12.1f}" + "".join(
+            f"{f[key]:>10.1f}" for f in quantized.values()
+        )
+        print(row + f"{base[key]:>14.1f}{ours[key] / base[key]:>8.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
                 {
                     "environment": env.as_dict(),
                     "ferrum": ours,
+                    "quantized": quantized,
                     "transformers": base,
                     "identical_greedy": same,
                     "args": vars(args),
