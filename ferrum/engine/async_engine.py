@@ -80,7 +80,8 @@ class AsyncLLMEngine:
     def _submit(self, fn: Callable[[], Any]) -> Future:
         fut: Future = Future()
         if not self.is_alive:
-            fut.set_exception(EngineDeadError(f"the engine has stopped: {self.error!r}"))
+            why = f"it failed: {self.error}" if self.error else "it was shut down"
+            fut.set_exception(EngineDeadError(f"the engine is not running ({why})"))
             return fut
         self._commands.put((fn, fut))
         return fut

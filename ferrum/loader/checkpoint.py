@@ -19,8 +19,9 @@ from ferrum.loader.tokenizer import Tokenizer
 DEFAULT_ROPE_THETA = 10_000.0  # transformers' default rope base when a config names none
 
 if TYPE_CHECKING:
-    import gguf
     import torch
+
+    from ferrum.loader.gguf_reader import GGUFFile
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Checkpoint:
     config: dict[str, Any]  # HF config.json-style (built from the metadata for a GGUF)
     tokenizer: Tokenizer
     generation_config: dict[str, Any]  # generation_config.json, or {} (GGUF has none)
-    _reader: gguf.GGUFReader | None = field(default=None, repr=False)
+    _reader: GGUFFile | None = field(default=None, repr=False)
 
     def weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """(HF parameter name, tensor), one tensor at a time (float32 for GGUF)."""

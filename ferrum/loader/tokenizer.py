@@ -25,7 +25,7 @@ from tokenizers import Tokenizer as Backend
 from ferrum.errors import CheckpointError, InvalidInputError
 
 if TYPE_CHECKING:
-    import gguf
+    from ferrum.loader.gguf_reader import GGUFFile
 
 # llama.cpp token types (tokenizer.ggml.token_type).
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED = 1, 2, 3, 4
@@ -101,7 +101,7 @@ class Tokenizer:
         )
 
     @classmethod
-    def from_gguf(cls, reader: gguf.GGUFReader) -> Tokenizer:
+    def from_gguf(cls, reader: GGUFFile) -> Tokenizer:
         """The tokenizer described by a GGUF file's `tokenizer.*` metadata."""
         meta = _gguf_tokenizer_metadata(reader)
         tokens: list[str] = meta["tokens"]
@@ -298,7 +298,7 @@ _GGUF_KEYS = {
 }
 
 
-def _gguf_tokenizer_metadata(reader: gguf.GGUFReader) -> dict[str, Any]:
+def _gguf_tokenizer_metadata(reader: GGUFFile) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for key, name in _GGUF_KEYS.items():
         field = reader.fields.get(key)
