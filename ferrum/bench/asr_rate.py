@@ -23,7 +23,8 @@ import torch
 
 from ferrum.audio.io import SAMPLE_RATE, load_audio
 
-JFK = Path("/work/shared/samples/jfk.flac")
+# the shared test clip beside the checkout (../shared/samples), as the repository's CI lays it out
+JFK = Path(__file__).resolve().parents[3] / "shared" / "samples" / "jfk.flac"
 JFK_WORDS = 22  # "And so my fellow Americans, ask not … for your country."
 
 Engine = Callable[[np.ndarray], str]  # audio → transcript text

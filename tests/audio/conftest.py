@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-JFK = Path("/work/shared/samples/jfk.flac")
+from tests.conftest import shared_sample
+
+JFK = shared_sample("jfk.flac")
 JFK_TEXT = (
     "And so my fellow Americans, ask not what your country can do for you, "
     "ask what you can do for your country."

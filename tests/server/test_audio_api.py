@@ -11,7 +11,6 @@ import io
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -26,12 +25,13 @@ from ferrum.audio.tts import SpeechOptions
 from ferrum.errors import ModelNotFoundError
 from ferrum.server import launch
 from ferrum.server.state import ServerState
+from tests.conftest import shared_sample
 from tests.tts.conftest import TINY_SAMPLE_RATE, TINY_SPEAKERS, write_tiny_voice
 
 from .conftest import running_server
 from .test_errors import assert_error
 
-JFK = Path(__file__).resolve().parents[3] / "shared" / "samples" / "jfk.flac"
+JFK = shared_sample("jfk.flac")
 JFK_WORDS = "ask not what your country can do for you"
 WHISPER, TINY, JOE = "whisper-tiny.en", "tiny-voice", "en_US-joe-medium"
 TEXT = "Hello there. How are you today? Fine, thanks."  # three sentences
