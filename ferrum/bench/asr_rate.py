@@ -12,7 +12,6 @@ after a warm-up on the 11-s clip; the word count of each output catches looping.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from ferrum.audio.io import SAMPLE_RATE, load_audio
+from ferrum.bench.environment import cpu_name
 
 # the shared test clip beside the checkout (../shared/samples), as the repository's CI lays it out
 JFK = Path(__file__).resolve().parents[3] / "shared" / "samples" / "jfk.flac"
@@ -158,7 +158,7 @@ def main() -> None:
     audio = np.tile(clip, int(np.ceil(args.seconds * SAMPLE_RATE / len(clip))))
     audio = audio[: int(args.seconds * SAMPLE_RATE)]
     spoken = round(JFK_WORDS * len(audio) / len(clip))
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_name()
     print(f"machine: {cpu}, {args.threads} thread(s), CPU shared with other jobs")
     import transformers
 

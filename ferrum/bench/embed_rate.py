@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ferrum.bench.environment import cpu_name
 from ferrum.text.embed import Embedder
 from ferrum.text.resolve import DEFAULT_MODEL, resolve_model
 
@@ -60,16 +61,6 @@ def make_sentences(vocab_file: Path, count: int, seed: int) -> list[str]:
     words = [w for w in vocab_file.read_text().split("\n") if WORD_PATTERN.match(w)]
     rng = random.Random(seed)
     return [" ".join(rng.choices(words, k=rng.randint(MIN_WORDS, MAX_WORDS))) for _ in range(count)]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def versions() -> dict[str, str]:

@@ -18,7 +18,8 @@ class Environment:
         return asdict(self)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (or what platform knows)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -42,5 +43,5 @@ def describe() -> Environment:
         p = torch.cuda.get_device_properties(0)
         machine = f"{p.name}, {p.total_memory / 2**30:.0f} GiB"
     else:
-        machine = f"{_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+        machine = f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
     return Environment(machine, torch.__version__, tf, platform.python_version())

@@ -36,6 +36,7 @@ from ferrum.audio.tts import (
     VoiceFiles,
     resolve_voice,
 )
+from ferrum.bench.environment import cpu_name
 
 ENGINES = ("onnxruntime", "ferrum")
 Speak = Callable[[list[int]], int]  # phoneme ids -> samples produced
@@ -67,17 +68,6 @@ class EngineRate:
     audio_seconds: float  # speech produced per pass
     pass_seconds: list[float]  # wall time of each timed pass
     realtime_factor: float  # audio seconds per wall second, median over passes
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _espeak_version() -> str:
@@ -185,7 +175,7 @@ def measure(threads: int = 2, repeats: int = 3, omp_wait_policy: str = "PASSIVE"
     return {
         "workload": f"tts-rtf: {len(SENTENCES)} sentences, one at a time, voice noise on",
         "model": f"Piper {DEFAULT_VOICE} (real weights)",
-        "machine": f"{_cpu_name()}, {os.cpu_count()} cores, {threads} threads per engine",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, {threads} threads per engine",
         "versions": {
             "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,

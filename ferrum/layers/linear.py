@@ -27,17 +27,13 @@ class FusedLinear(nn.Linear):
             self.shard_rows[shard_id] = (start, rows)
             start += rows
         self.loaded_shards: set[tuple[str, Hashable]] = set()
-        self._attach_loaders()
-
-    def init_buffers(self) -> None:
-        # to_empty() (meta -> device) replaces each Parameter object, dropping its attributes
-        self._attach_loaders()
-        self.loaded_shards.clear()
-
-    def _attach_loaders(self) -> None:
         self.weight.weight_loader = self.weight_loader
         if self.bias is not None:
             self.bias.weight_loader = self.weight_loader
+
+    def init_buffers(self) -> None:
+        # materialize() carries the loaders across to_empty(); only the bookkeeping resets
+        self.loaded_shards.clear()
 
     def weight_loader(self, param: nn.Parameter, tensor: torch.Tensor, shard_id: Hashable) -> None:
         """Copy one checkpoint shard into its rows of `param` (the weight or the bias)."""
