@@ -38,6 +38,7 @@ class EngineConfig:
     seed: int = 0  # seed of the global generator (unseeded requests)
     enforce_eager: bool = False  # GPU: run decode steps eagerly, without CUDA graphs
     quantization: str | None = None  # weight-only "int8" | "int4" on CPU; None = full weights
+    tensor_parallel_size: int = 1  # ranks (GPUs, or CPU processes) the model is split across
 
     def __post_init__(self) -> None:
         checks = [
@@ -48,6 +49,7 @@ class EngineConfig:
             (0 < self.gpu_memory_utilization <= 1, "--gpu-memory-utilization must be in (0, 1]"),
             (self.quantization in (None, "int8", "int4"), "--quantization must be int8 or int4"),
             (self.kv_cache_memory is None or self.kv_cache_memory > 0, "--kv-cache-memory > 0"),
+            (self.tensor_parallel_size >= 1, "--tensor-parallel-size must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:

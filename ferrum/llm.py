@@ -47,6 +47,16 @@ class LLM:
             model, engine_config(**engine_options), device, dtype, random_weights
         )
 
+    def close(self) -> None:
+        """Stop the tensor-parallel workers, if any; the model's memory goes with the object."""
+        self.engine.close()
+
+    def __enter__(self) -> LLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def tokenizer(self):
         return self.engine.tokenizer

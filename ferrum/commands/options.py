@@ -34,6 +34,12 @@ Quantization = Annotated[
 EnforceEager = Annotated[
     bool, typer.Option("--enforce-eager", help="GPU: no CUDA graphs for decode steps.")
 ]
+TensorParallelSize = Annotated[
+    int,
+    typer.Option(
+        "--tensor-parallel-size", "-tp", help="Split the model across N GPUs (or CPU processes)."
+    ),
+]
 
 
 def engine_options(
@@ -45,6 +51,7 @@ def engine_options(
     prefix_caching: bool,
     enforce_eager: bool = False,
     quantization: str | None = None,
+    tensor_parallel_size: int = 1,
 ) -> dict:
     """The keyword options of `ferrum.LLM` for these flags."""
     return {
@@ -56,4 +63,5 @@ def engine_options(
         "enable_prefix_caching": prefix_caching,
         "enforce_eager": enforce_eager,
         "quantization": quantization,
+        "tensor_parallel_size": tensor_parallel_size,
     }

@@ -25,6 +25,7 @@ from ferrum.commands.options import (
     Model,
     PrefixCaching,
     Quantization,
+    TensorParallelSize,
     engine_options,
 )
 
@@ -71,6 +72,7 @@ def run(
     prefix_caching: PrefixCaching = True,
     enforce_eager: EnforceEager = False,
     quantization: Quantization = None,
+    tensor_parallel_size: TensorParallelSize = 1,
 ) -> None:
     """Chat with an LLM in the terminal, or answer one prompt (--prompt, or stdin) for a script."""
     from rich.console import Console
@@ -113,6 +115,7 @@ def run(
             prefix_caching,
             enforce_eager=enforce_eager,
             quantization=quantization,
+            tensor_parallel_size=tensor_parallel_size,
         ),
     )
     if interactive:

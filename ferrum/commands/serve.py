@@ -24,6 +24,7 @@ from ferrum.commands.options import (
     Model,
     PrefixCaching,
     Quantization,
+    TensorParallelSize,
     engine_options,
 )
 
@@ -76,6 +77,7 @@ def serve(
     prefix_caching: PrefixCaching = True,
     enforce_eager: EnforceEager = False,
     quantization: Quantization = None,
+    tensor_parallel_size: TensorParallelSize = 1,
     embedding_model: Annotated[
         str | None,
         typer.Option(
@@ -155,6 +157,7 @@ def serve(
                     prefix_caching,
                     enforce_eager=enforce_eager,
                     quantization=quantization,
+                    tensor_parallel_size=tensor_parallel_size,
                 ),
             )
             state.models.add(loaded.model)

@@ -73,6 +73,8 @@ class AsyncLLMEngine:
     def shutdown(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self.engine.close()  # stops tensor-parallel workers
 
     async def _call(self, fn: Callable[[], Any]) -> Any:
         return await asyncio.wrap_future(self._submit(fn))

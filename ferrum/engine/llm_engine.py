@@ -30,10 +30,6 @@ from ferrum.sampling_params import SamplingParams
 
 log = logging.getLogger("ferrum.engine")
 
-# GPU memory kept free beyond the measured activation peak (CUDA graphs, allocator slack).
-GPU_HEADROOM_BYTES = 512 << 20
-
-
 @dataclass
 class EngineStats:
     """A snapshot for /health, /metrics and the bench."""
@@ -58,6 +54,7 @@ class LLMEngine:
         backend: Backend,
         config: EngineConfig,
         eos_token_ids: list[int] | None = None,
+        runner: ModelRunner | None = None,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -65,7 +62,10 @@ class LLMEngine:
         self.config = config
         self.eos_token_ids = set(eos_token_ids or [])
         self.vocab_size: int = model.config.vocab_size
-        self.runner = ModelRunner(model, backend.device, backend.dtype, config.block_size, config)
+        # a tensor-parallel engine passes its own runner, which drives the other ranks
+        self.runner = runner or ModelRunner(
+            model, backend.device, backend.dtype, config.block_size, config
+        )
         num_blocks, self.max_model_len = self._plan_kv_cache(model.config.max_position_embeddings)
         self.runner.allocate_kv_cache(num_blocks)
         self.block_manager = BlockManager(
@@ -96,11 +96,7 @@ class LLMEngine:
         per_block = self.runner.kv_bytes_per_block
         blocks_per_seq = (max_len + cfg.block_size - 1) // cfg.block_size
         if self.backend.device.type == "cuda":
-            free, total = torch.cuda.mem_get_info(self.backend.device)
-            peak = self.runner.profile_peak_memory(cfg.max_num_batched_tokens)
-            used = total - free
-            budget = int(total * cfg.gpu_memory_utilization) - used - peak - GPU_HEADROOM_BYTES
-            num_blocks = budget // per_block
+            num_blocks = self.runner.kv_cache_budget() // per_block
         else:
             budget = cfg.kv_cache_memory or DEFAULT_CPU_KV_CACHE_BYTES
             # never more than the running sequences could fill
@@ -272,6 +268,10 @@ class LLMEngine:
                 for state in request.states:
                     self._seq_to_state.pop(state.seq.seq_id, None)
         return outputs
+
+    def close(self) -> None:
+        """Stop the tensor-parallel workers, if any (a one-process engine holds only memory)."""
+        self.runner.close()
 
     def stats(self) -> EngineStats:
         bm = self.block_manager

@@ -9,6 +9,7 @@ On CUDA with triton installed the attention layers use the Triton backend, and d
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -22,6 +23,21 @@ from ferrum.layers.attention import Attention, build_metadata
 
 log = logging.getLogger("ferrum.engine")
 GIB = 1 << 30
+# GPU memory kept free beyond the measured activation peak (CUDA graphs, allocator slack).
+GPU_HEADROOM_BYTES = 512 << 20
+
+
+@dataclass
+class StepInput:
+    """One step's inputs as plain lists: the flat batch of new tokens and where they go."""
+
+    use_graph: bool = False  # a decode step that replays a captured CUDA graph
+    input_ids: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    query_lens: list[int] = field(default_factory=list)  # new tokens of each sequence
+    context_lens: list[int] = field(default_factory=list)  # its KV length after the step
+    block_tables: list[list[int]] = field(default_factory=list)
+    sample_rows: list[int] = field(default_factory=list)  # token rows whose logits are sampled
 
 
 class ModelRunner:
@@ -113,36 +129,53 @@ class ModelRunner:
         torch.cuda.empty_cache()
         return peak
 
-    @torch.inference_mode()
+    def kv_cache_budget(self) -> int:
+        """CUDA: bytes this device can give the KV cache, after the weights, the activation
+        peak of the largest step and some headroom."""
+        cfg = self.config
+        free, total = torch.cuda.mem_get_info(self.device)
+        peak = self.profile_peak_memory(cfg.max_num_batched_tokens)
+        used = total - free
+        return int(total * cfg.gpu_memory_utilization) - used - peak - GPU_HEADROOM_BYTES
+
     def run(self, scheduled: list[ScheduledSeq], rows: list[SamplingRow]) -> SamplerOutput | None:
         """One forward over every scheduled token; samples one token for each scheduled sequence
         that reaches its last token this step (`rows` lists those, in order)."""
-        if self._graph_fits(scheduled):
-            return self._run_graph(scheduled, rows)
-        input_ids: list[int] = []
-        positions: list[int] = []
-        query_lens: list[int] = []
-        context_lens: list[int] = []
-        tables: list[list[int]] = []
-        sample_rows: list[int] = []
+        logits = self.execute(self.prepare(scheduled))
+        return None if logits is None else self.sampler(logits, rows)
+
+    def prepare(self, scheduled: list[ScheduledSeq]) -> StepInput:
+        """The step's inputs as host lists (what rank 0 sends every tensor-parallel worker)."""
+        step = StepInput(use_graph=self._graph_fits(scheduled))
         for item in scheduled:
             seq = item.seq
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + item.num_tokens
-            input_ids.extend(seq.token_ids[start:end])
-            positions.extend(range(start, end))
-            query_lens.append(item.num_tokens)
-            context_lens.append(end)
-            tables.append(seq.block_table)
+            step.input_ids.extend(seq.token_ids[start:end])
+            step.positions.extend(range(start, end))
+            step.query_lens.append(item.num_tokens)
+            step.context_lens.append(end)
+            step.block_tables.append(seq.block_table)
             if item.samples:
-                sample_rows.append(len(input_ids) - 1)
-        meta = build_metadata(query_lens, context_lens, tables, self.block_size, self.device)
-        ids = torch.tensor(input_ids, dtype=torch.long).to(self.device, non_blocking=True)
-        pos = torch.tensor(positions, dtype=torch.long).to(self.device, non_blocking=True)
+                step.sample_rows.append(len(step.input_ids) - 1)
+        return step
+
+    @torch.inference_mode()
+    def execute(self, step: StepInput) -> torch.Tensor | None:
+        """The forward of one step: logits (S, vocab) of its sampled rows, or None."""
+        if step.use_graph:
+            return self._run_graph(step)
+        meta = build_metadata(
+            step.query_lens, step.context_lens, step.block_tables, self.block_size, self.device
+        )
+        ids = torch.tensor(step.input_ids, dtype=torch.long).to(self.device, non_blocking=True)
+        pos = torch.tensor(step.positions, dtype=torch.long).to(self.device, non_blocking=True)
         hidden = self.model(ids, pos, meta)  # (T, hidden)
-        if not sample_rows:
+        if not step.sample_rows:
             return None
-        logits = self.model.compute_logits(hidden[sample_rows])  # (S, vocab)
-        return self.sampler(logits, rows)
+        return self.model.compute_logits(hidden[step.sample_rows])  # (S, vocab)
+
+    def close(self) -> None:
+        """Release what the runner holds beyond memory (workers, in the parallel runner)."""
 
     def _graph_fits(self, scheduled: list[ScheduledSeq]) -> bool:
         graphs = self.graphs
@@ -153,19 +186,15 @@ class ModelRunner:
             and all(len(item.seq.block_table) <= graphs.tables.shape[1] for item in scheduled)
         )
 
-    def _run_graph(self, scheduled: list[ScheduledSeq], rows: list[SamplingRow]) -> SamplerOutput:
+    def _run_graph(self, step: StepInput) -> torch.Tensor:
+        """A decode step (one token per sequence) through the captured graphs."""
         assert self.graphs is not None
         bs = self.block_size
-        ids, positions, slots, tables = [], [], [], []
-        for item in scheduled:
-            seq = item.seq
-            pos = seq.num_computed_tokens
-            ids.append(seq.token_ids[pos])
-            positions.append(pos)
-            slots.append(seq.block_table[pos // bs] * bs + pos % bs)
-            tables.append(seq.block_table)
-        logits = self.graphs.run(ids, positions, slots, tables)  # (n, vocab)
-        if len(rows) != len(scheduled):  # a one-token prompt chunk that does not sample
-            keep = [i for i, item in enumerate(scheduled) if item.samples]
-            logits = logits[keep]
-        return self.sampler(logits, rows)
+        slots = [
+            table[pos // bs] * bs + pos % bs
+            for pos, table in zip(step.positions, step.block_tables)
+        ]
+        logits = self.graphs.run(step.input_ids, step.positions, slots, step.block_tables)
+        if len(step.sample_rows) != len(step.input_ids):  # a one-token chunk that does not sample
+            logits = logits[step.sample_rows]
+        return logits
