@@ -89,6 +89,7 @@ def fp32_tokens(model: str, size: int) -> list[list[int]]:
         prompts = [[rng.randrange(vocab) for _ in range(n)] for n in (5, 77, 300)]
         params = SamplingParams(temperature=0, max_tokens=DECODE_CHECK, ignore_eos=True)
         outs = llm.generate(prompts, params)
+    del llm
     gc.collect()
     torch.cuda.empty_cache()
     return [list(o.outputs[0].token_ids) for o in outs]

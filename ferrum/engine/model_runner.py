@@ -175,7 +175,14 @@ class ModelRunner:
         return self.model.compute_logits(hidden[step.sample_rows])  # (S, vocab)
 
     def close(self) -> None:
-        """Release what the runner holds beyond memory (workers, in the parallel runner)."""
+        """Free the KV cache and the decode graphs now rather than when the engine is collected
+        (the parallel runner also stops its workers)."""
+        self.graphs = None
+        for attn in self.attention_layers:
+            attn.kv_cache = None
+        self.kv_cache = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _graph_fits(self, scheduled: list[ScheduledSeq]) -> bool:
         graphs = self.graphs

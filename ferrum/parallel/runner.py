@@ -48,6 +48,6 @@ class ParallelModelRunner(ModelRunner):
             raise DeviceError(f"a tensor-parallel step failed: {exc}") from exc
 
     def close(self) -> None:
-        self.graphs = None  # captured collectives must go before the communicator
+        super().close()  # captured collectives must go before the communicator
         self.workers.close()
         destroy_group()

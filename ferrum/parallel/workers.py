@@ -232,7 +232,7 @@ def _serve(runner: Any, conn: Connection) -> None:
     while True:
         method, args = conn.recv()
         if method == "close":
-            runner.graphs = None  # captured collectives must go before the communicator
+            runner.close()  # captured collectives must go before the communicator
             return
         result = getattr(runner, method)(*args)
         if method != "execute":  # the hot path is fire-and-forget
