@@ -134,6 +134,7 @@ def run_offline(opts: OfflineOptions, progress: Progress | None = None) -> Offli
         "block_size": engine.config.block_size,
         "num_kv_blocks": engine.block_manager.num_blocks,
         "prefix_caching": engine.config.enable_prefix_caching,
+        "tensor_parallel_size": engine.config.tensor_parallel_size,
     }
     batch = engine.config.max_num_seqs
     warmup = plan.warmup(batch)
@@ -159,6 +160,7 @@ def run_offline(opts: OfflineOptions, progress: Progress | None = None) -> Offli
     if bandwidth is not None:
         kv_per_token = engine.runner.kv_bytes_per_block // engine.config.block_size
         ceiling = decode_ceiling(backend.device, bandwidth, engine.model, kv_per_token)
+    llm.close()  # frees the cache for the baseline, and stops tensor-parallel workers
     del llm, engine
     _release(backend.device)
     throughput = Comparison(ours_tp)

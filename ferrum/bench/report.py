@@ -1,5 +1,5 @@
 """How a benchmark is told: a rich table on the terminal, a JSON file with every figure and the
-environment, and a PNG of throughput and latency against load.
+environment, and a PNG of throughput and latency against load (LLM tasks).
 
 Offline tables quote medians over the repeats (BENCH.md); online tables quote the mean ± the
 95% confidence half-width when there are repeats. The JSON has both, and every run's figures.
@@ -21,6 +21,7 @@ from ferrum.bench.environment import Environment
 from ferrum.bench.stats import Estimate, LevelResult
 
 if TYPE_CHECKING:  # the offline and online modules pull in torch and httpx
+    from ferrum.bench.modality import EngineFigures, TaskResult
     from ferrum.bench.offline import Comparison, OfflineResult
     from ferrum.bench.online import OnlineResult
 
@@ -44,6 +45,7 @@ def offline_json(result: OfflineResult, env: Environment, command: str) -> dict:
     if result.ceiling is not None:
         ceiling = result.ceiling.as_dict()
     return {
+        "task": "llm",
         "mode": "offline",
         "command": command,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -76,6 +78,7 @@ def _comparison_json(result: OfflineResult, comp: Comparison) -> dict:
 def online_json(result: OnlineResult, env: Environment, command: str) -> dict:
     opts = result.options
     return {
+        "task": "llm",
         "mode": "online",
         "command": command,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -96,6 +99,23 @@ def online_json(result: OnlineResult, env: Environment, command: str) -> dict:
         "warmup_errors": result.warmup_errors,
         "error_rate": result.error_rate,
         "levels": [level.as_dict() for level in result.levels],
+    }
+
+
+def task_json(result: TaskResult, env: Environment, command: str) -> dict:
+    """`ferrum bench --task asr|embed|tts`: the LLM JSON's top level, with one entry per engine
+    row in `results` (ferrum) and `baseline`, and `ratio` = ferrum / baseline per baseline row."""
+    return {
+        "task": result.task,
+        "command": command,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": env.as_dict(),
+        "model": result.model,
+        "workload": result.workload,
+        "unit": result.unit,
+        "results": [row.as_dict(result.unit) for row in result.ferrum],
+        "baseline": [row.as_dict(result.unit) for row in result.baselines],
+        "ratio": result.ratios(),
     }
 
 
@@ -255,6 +275,60 @@ def print_online(result: OnlineResult, env: Environment, console: Console) -> No
             for message in run.errors[:1]:
                 console.print(f"[red]first error at {level.mode} {level.value:g}[/]: {message}")
                 break
+
+
+UNIT_TEXT = {"audio_s_per_s": "× real time", "items_per_s": "items/s"}
+
+
+def print_task(result: TaskResult, env: Environment, console: Console) -> None:
+    """The table of a `--task asr|embed|tts` run, with what it ran on and each row's settings."""
+    console.print(
+        f"[bold]machine[/]: {env.machine}; torch {env.torch}, transformers {env.transformers}"
+    )
+    m = result.model
+    console.print(f"[bold]model[/]: {m['name']}, {m['device']} {m['dtype']}")
+    w = "; ".join(
+        f"{k.replace('_', ' ')} {_plain(v)}"
+        for k, v in result.workload.items()
+        if k not in ("name", "text") and v is not None
+    )
+    console.print(f"[bold]workload[/]: {result.workload['name']}: {w}")
+    audio = result.unit == "audio_s_per_s"
+    t = Table(title=f"{result.task}: median over the repeats")
+    cols = ["engine", UNIT_TEXT[result.unit], *(["RTF"] if audio else []), "ferrum ÷", "check"]
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("engine", "check") else "right", no_wrap=True)
+    for row in result.rows:
+        ratio = result.ratio(row) if row.compare_to is not None else None
+        cells = [row.label, _num(row.rate) if row.ok else row.status]
+        cells += [_num(row.rtf, 3) if row.ok else "–"] if audio else []
+        cells += [f"{ratio:.2f}×" if ratio is not None else "", _check(row)]
+        t.add_row(*cells)
+    console.print(t)
+    for row in result.rows:
+        version = f" {row.version}" if row.version else ""
+        console.print(f"  {row.label}: {row.engine}{version}, {row.settings}", highlight=False)
+        if not row.ok:
+            console.print(f"  [yellow]{row.label}: {row.status}[/] — {row.detail}")
+    note = "RTF = wall seconds per second of audio (lower is faster); " if audio else ""
+    console.print(f"{note}ferrum ÷ = ferrum's rate over the baseline's, same work, same run")
+
+
+def _plain(value: object) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+def _check(row: EngineFigures) -> str:
+    """What shows the engines did the same work: words transcribed, embedding agreement."""
+    if "words" in row.extra:
+        return f"{row.extra['words']} words"
+    if "min_cosine" in row.extra:
+        return f"min cosine {row.extra['min_cosine']:.5f}"
+    if "speech_seconds" in row.extra:
+        return f"{row.extra['speech_seconds']:.1f} s of speech a pass"
+    if "mean_tokens" in row.extra:
+        return f"{row.extra['mean_tokens']:.1f} tokens mean"
+    return ""
 
 
 # ---- plot ---------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""`ferrum bench`: throughput and latency of an LLM, against the alternative, in one run.
+"""`ferrum bench`: ferrum against the alternative a user would pick, in one run.
 
-    ferrum bench MODEL [--baseline transformers]   the engine in-process (ferrum.bench.offline)
+    ferrum bench MODEL [--baseline transformers]   LLM engine in-process (ferrum.bench.offline)
     ferrum bench --url http://HOST:PORT/v1         any OpenAI-compatible server (bench.online)
+    ferrum bench --task asr|embed|tts [MODEL]      transcription, embeddings, speech against
+                                                   their baselines (ferrum.bench.tasks)
 
 Tables go to stdout, progress to stderr; `--json` and `--plot` write every figure to files.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,11 +28,19 @@ from ferrum.commands.options import (
     MaxNumSeqs,
     PrefixCaching,
     Quantization,
+    TensorParallelSize,
     engine_options,
 )
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ferrum.bench.modality import Say
+    from ferrum.bench.tasks import TaskOptions
+
 DEFAULT_LENGTHS = "100:1024"  # BENCH.md offline-256: prompt and output lengths
 DEFAULT_CONCURRENCY = "1,4,16,64"
+DEFAULT_TASK_REPEATS = 3  # BENCH.md: asr, embed and tts figures are medians of 3 timed passes
 
 
 @app.command("bench")
@@ -39,7 +49,32 @@ def bench(
         str | None,
         typer.Argument(
             help="Alias, hub id, directory, .gguf or (with --random-weights) config.json; "
-            "with --url, the served model name (default: the server's first)."
+            "with --url, the served model name (default: the server's first); with --task "
+            "asr/embed/tts, the Whisper model, embedding model or Piper voice (default: the "
+            "embedded one)."
+        ),
+    ] = None,
+    task: Annotated[
+        str, typer.Option("--task", help="llm | asr | embed | tts: what to measure.")
+    ] = "llm",
+    audio: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--audio", help="asr: a speech recording (repeatable; default: espeak-ng speech)."
+        ),
+    ] = None,
+    seconds: Annotated[
+        float | None,
+        typer.Option("--seconds", help="asr: tile each recording to this length (default 300)."),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", help="asr: chunks decoded at once, batched rows (default 8)."),
+    ] = None,
+    num_items: Annotated[
+        int | None,
+        typer.Option(
+            "--num-items", help="embed: sentences (default 2000); tts: sentences spoken (≤ 10)."
         ),
     ] = None,
     url: Annotated[
@@ -86,14 +121,22 @@ def bench(
     max_concurrency: Annotated[
         int | None, typer.Option("--max-concurrency", help="Cap in flight in the open loop.")
     ] = None,
-    repeats: Annotated[int, typer.Option("--repeats", help="Runs of every level.")] = 1,
+    repeats: Annotated[
+        int | None,
+        typer.Option("--repeats", help="Runs of every level (llm: 1) or timed passes (others: 3)."),
+    ] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Uncounted requests first (--url).")] = 4,
     max_error_rate: Annotated[
         float, typer.Option("--max-error-rate", help="Exit 1 above this failed fraction.")
     ] = 0.0,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request (--url).")] = 300,
     baseline: Annotated[
-        str | None, typer.Option("--baseline", help="transformers: run it too, same work.")
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="llm: transformers to run it too, same work. asr/embed/tts: none, or names "
+            "(default: every baseline of the task).",
+        ),
     ] = None,
     random_weights: Annotated[
         bool, typer.Option("--random-weights", help="The architecture, randomly initialized.")
@@ -114,13 +157,42 @@ def bench(
     prefix_caching: PrefixCaching = True,
     enforce_eager: EnforceEager = False,
     quantization: Quantization = None,
+    tensor_parallel_size: TensorParallelSize = 1,
 ) -> None:
-    """Measure LLM throughput and latency (TTFT, TPOT, ITL), against transformers or a server."""
+    """Measure LLM throughput and latency (TTFT, TPOT, ITL), against transformers or a server;
+    or, with --task, transcription, embeddings or speech against their baselines."""
     from rich.console import Console
 
     from ferrum.bench.environment import describe
-    from ferrum.bench.workload import LengthRange, WorkloadSpec
+    from ferrum.bench.tasks import TaskOptions, check_task
     from ferrum.errors import InvalidInputError
+
+    out, err = Console(), Console(stderr=True)
+    say = lambda msg: err.print(f"[dim]… {msg}[/]")  # noqa: E731
+    command = shlex.join(["ferrum", *sys.argv[1:]])
+    task = check_task(task)
+    if task != "llm":
+        if url or plot_path or random_weights:
+            raise InvalidInputError("--url, --plot and --random-weights are for --task llm")
+        options = TaskOptions(
+            task=task,
+            model=model,
+            device=device,
+            dtype=dtype,
+            repeats=DEFAULT_TASK_REPEATS if repeats is None else repeats,
+            baseline=baseline,
+            audio=tuple(audio or ()),
+            seconds=seconds,
+            batch_size=batch_size,
+            num_items=num_items,
+            seed=seed,
+        )
+        _bench_task(options, json_path, command, out, say)
+        return
+    if audio or seconds is not None or batch_size is not None or num_items is not None:
+        raise InvalidInputError("--audio, --seconds, --batch-size and --num-items need a --task")
+    repeats = 1 if repeats is None else repeats
+    from ferrum.bench.workload import LengthRange, WorkloadSpec
 
     workload = WorkloadSpec(
         dataset=dataset,
@@ -132,9 +204,6 @@ def bench(
         **({"vocab_size": vocab_size} if vocab_size is not None else {}),
     )
     levels = _ints(concurrency, "--concurrency") if concurrency else []
-    out, err = Console(), Console(stderr=True)
-    say = lambda msg: err.print(f"[dim]… {msg}[/]")  # noqa: E731
-    command = shlex.join(["ferrum", *sys.argv[1:]])
     if url is None:
         if request_rate or max_concurrency is not None:
             raise InvalidInputError("--request-rate and --max-concurrency need --url")
@@ -161,6 +230,7 @@ def bench(
                 prefix_caching,
                 enforce_eager=enforce_eager,
                 quantization=quantization,
+                tensor_parallel_size=tensor_parallel_size,
             ),
         )
         result = run_offline(options, say)
@@ -202,6 +272,21 @@ def bench(
             f"{result.num_errors} of {result.num_requests} requests failed "
             f"({result.error_rate:.1%}), above --max-error-rate {max_error_rate:g}"
         )
+
+
+def _bench_task(
+    options: TaskOptions, json_path: str | None, command: str, out: Console, say: Say
+) -> None:
+    """`--task asr|embed|tts`: run it, print the table, write the JSON."""
+    from ferrum.bench.environment import describe
+    from ferrum.bench.report import print_task, task_json, write_json
+    from ferrum.bench.tasks import run_task
+
+    result = run_task(options, say)
+    env = describe()
+    print_task(result, env, out)
+    if json_path:
+        write_json(task_json(result, env, command), json_path)
 
 
 def _ints(text: str, flag: str) -> list[int]:

@@ -102,3 +102,22 @@ def test_run_command_with_two_ranks(tiny_llama):
     assert one.exit_code == 0, one.output
     assert two.exit_code == 0, two.output
     assert two.stdout == one.stdout
+
+
+def test_bench_with_two_ranks(tiny_llama, tmp_path):
+    """`ferrum bench -tp 2` runs the offline workload and reports the size in its JSON."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ferrum.commands import _register, app
+
+    _register()
+    out = tmp_path / "bench.json"
+    args = ["bench", str(tiny_llama), "--device", "cpu", "--num-prompts", "4"]
+    args += ["--input-len", "8", "--output-len", "4", "--concurrency", "2", "--json", str(out)]
+    result = CliRunner().invoke(app, [*args, "--tensor-parallel-size", "2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["engine"]["tensor_parallel_size"] == 2
+    assert report["throughput"]["ferrum"]["summary"]["output_tok_s"]["median"] > 0

@@ -66,3 +66,22 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(tiny_llama):
     assert sorted(f for f in finishes if f) == ["length"] * 6
     assert chunks[-1]["usage"]["completion_tokens"] == 6 * 240
     assert len(chunks) > 6  # the request was really in flight when the signal came
+
+
+def test_tensor_parallel_server_answers_like_one_process_and_stops_cleanly(tiny_llama):
+    from ferrum import LLM, SamplingParams
+
+    with LLM(str(tiny_llama), device="cpu") as llm:
+        params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+        expected = llm.generate(["hello world"], params)[0].outputs[0].text
+    proc, url, _ = start_server(tiny_llama, "--tensor-parallel-size", "2")
+    try:
+        body = {"prompt": "hello world", "max_tokens": 12, "temperature": 0, "ignore_eos": True}
+        reply = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["choices"][0]["text"] == expected
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0  # the worker rank stopped with it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
