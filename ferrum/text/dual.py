@@ -1,14 +1,16 @@
-"""Image+text dual encoders (CLIP, SigLIP): one embedding space for both kinds of input.
+"""Image+text dual encoders (CLIP, SigLIP, Chinese-CLIP): one embedding space for both inputs.
 
 Text goes through the model's tokenizer (CLIP: up to 77 tokens, padded per batch; SigLIP: always
-padded to its fixed length), images through `ferrum.vision.image` with the checkpoint's
-preprocessor_config.json. Each tower is a separate batcher work, so text and images batch apart.
+padded to its fixed length; Chinese-CLIP: a BERT tower run packed, without padding), images
+through `ferrum.vision.image` with the checkpoint's preprocessor_config.json. Each tower is a
+separate batcher work, so text and images batch apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -16,28 +18,45 @@ from PIL import Image
 
 from ferrum.loader.safetensors import iter_safetensors, safetensors_files
 from ferrum.loader.weights import load_named_tensors, materialize
-from ferrum.models.clip import ClipConfig, ClipModel, clip_map_name, clip_pool_index
+from ferrum.models.chinese_clip import ChineseClipConfig, ChineseClipModel, chinese_clip_map_name
+from ferrum.models.clip import (
+    ClipConfig,
+    ClipModel,
+    TowerConfig,
+    clip_map_name,
+    clip_pool_index,
+)
 from ferrum.models.siglip import SiglipConfig, SiglipModel, siglip_map_name
-from ferrum.text.encoder import ItemEmbedding, Precision
+from ferrum.text.encoder import ItemEmbedding, Precision, read_json
 from ferrum.text.resolve import ResolvedModel
-from ferrum.text.tokenizer import TextTokenizer, TokenizedText, TokenizerOptions
+from ferrum.text.tokenizer import TokenizedText, TokenizerOptions
+from ferrum.text.vocab_tokenizer import tokenizer_from_dir
 from ferrum.vision.image import ImagePreprocess, load_image, preprocess
 
 ImageInput = str | Path | Image.Image
+DualModel = ClipModel | SiglipModel | ChineseClipModel
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 
 class DualEncoder:
-    """CLIP or SigLIP weights with their text and image works for the batcher."""
+    """CLIP, SigLIP or Chinese-CLIP weights with their text and image works for the batcher."""
 
     def __init__(self, model: ResolvedModel, config: dict[str, Any], precision: Precision) -> None:
         self.name = model.name
         self.precision = precision
-        self.is_siglip = config["model_type"] == "siglip"
-        if self.is_siglip:
-            cfg: ClipConfig | SiglipConfig = SiglipConfig.from_dict(config)
-            net: torch.nn.Module = build(SiglipModel, cfg, precision)
-            map_name = siglip_map_name
+        self.model_type = config["model_type"]
+        cfg: ClipConfig | SiglipConfig | ChineseClipConfig
+        net: DualModel
+        if self.model_type == "siglip":
+            cfg = SiglipConfig.from_dict(config)
+            net = build(SiglipModel, cfg, precision)
+            map_name: Any = siglip_map_name
             self.dims = cfg.projection_size
+        elif self.model_type == "chinese_clip":
+            cfg = ChineseClipConfig.from_dict(config)
+            net = build(ChineseClipModel, cfg, precision)
+            map_name = chinese_clip_map_name
+            self.dims = cfg.projection_dim
         else:
             cfg = ClipConfig.from_dict(config)
             net = build(ClipModel, cfg, precision)
@@ -47,15 +66,28 @@ class DualEncoder:
         load_named_tensors(net, iter_safetensors(files), map_name, source=str(model.path))
         self.net = net.eval()
         self.config = cfg
-        text = cfg.text
-        self.max_seq_length = text.max_position_embeddings
-        options = TokenizerOptions(
-            self.max_seq_length, pad_to_max=self.is_siglip, pad_id=text.pad_token_id
-        )
-        self.tokenizer = TextTokenizer.from_dir(model.path, options)
-        self.normalize_default = True  # CLIP/SigLIP compare unit vectors
+        self.max_seq_length, options = text_options(model.path, cfg, self.model_type)
+        self.tokenizer = tokenizer_from_dir(model.path, options)
+        self.normalize_default = True  # CLIP-like models compare unit vectors
         self.text_work = _TextWork(self)
         self.image_work = _ImageWork(self, ImagePreprocess.from_dir(model.path))
+
+
+def text_options(
+    path: Path, cfg: ClipConfig | SiglipConfig | ChineseClipConfig, model_type: str
+) -> tuple[int, TokenizerOptions]:
+    """(max tokens per text, how to tokenize) for the model's text tower."""
+    if isinstance(cfg, ChineseClipConfig):
+        # BERT positions; the tokenizer's own limit wins where it is smaller (as transformers')
+        limit = cfg.text.max_position_embeddings
+        tok_config = path / "tokenizer_config.json"
+        if tok_config.exists():
+            limit = min(limit, int(read_json(tok_config).get("model_max_length", limit)))
+        return limit, TokenizerOptions(limit)
+    text = cfg.text
+    siglip = model_type == "siglip"
+    limit = text.max_position_embeddings
+    return limit, TokenizerOptions(limit, pad_to_max=siglip, pad_id=text.pad_token_id)
 
 
 class _TextWork:
@@ -69,20 +101,39 @@ class _TextWork:
         return len(item.ids)
 
     def run(self, batch: list[TokenizedText]) -> list[ItemEmbedding]:
-        enc, device = self.enc, self.enc.precision.device
-        width = max(len(t.ids) for t in batch)
-        pad = enc.config.text.pad_token_id
-        rows = [t.ids + [pad] * (width - len(t.ids)) for t in batch]
-        ids = torch.tensor(rows, dtype=torch.int64, device=device)  # (B, T)
+        enc = self.enc
         with enc.precision.forward():
-            if enc.is_siglip:
-                out = enc.net.encode_text(ids)
+            if isinstance(enc.net, ChineseClipModel):
+                out = _packed_text(enc.net, batch, enc.precision.device)
             else:
-                eos = enc.config.text.eos_token_id
-                index = [clip_pool_index(t.ids, eos) for t in batch]
-                out = enc.net.encode_text(ids, torch.tensor(index, device=device))
+                out = _padded_text(enc, batch)
         vectors = out.float().cpu().numpy()  # (B, P)
         return [ItemEmbedding(v, t.num_tokens, t.truncated) for v, t in zip(vectors, batch)]
+
+
+def _packed_text(
+    net: ChineseClipModel, batch: list[TokenizedText], device: torch.device
+) -> torch.Tensor:
+    """Chinese-CLIP: all sequences end to end, no padding (the BERT tower's packed layout)."""
+    seq_lens = [len(t.ids) for t in batch]
+    flat = np.fromiter((i for t in batch for i in t.ids), dtype=np.int64, count=sum(seq_lens))
+    ids = torch.from_numpy(flat).to(device)  # (N,)
+    return net.encode_text(ids, seq_lens)  # (B, P)
+
+
+def _padded_text(enc: DualEncoder, batch: list[TokenizedText]) -> torch.Tensor:
+    """CLIP / SigLIP: right-padded (B, T) ids; causal or fixed-length, so no mask is needed."""
+    device, net = enc.precision.device, enc.net
+    text = enc.config.text  # a TowerConfig: CLIP or SigLIP
+    width = max(len(t.ids) for t in batch)
+    pad = text.pad_token_id
+    rows = [t.ids + [pad] * (width - len(t.ids)) for t in batch]
+    ids = torch.tensor(rows, dtype=torch.int64, device=device)  # (B, T)
+    if isinstance(net, SiglipModel):
+        return net.encode_text(ids)
+    assert isinstance(net, ClipModel) and isinstance(text, TowerConfig)
+    index = [clip_pool_index(t.ids, text.eos_token_id) for t in batch]
+    return net.encode_text(ids, torch.tensor(index, device=device))
 
 
 class _ImageWork:
@@ -104,7 +155,8 @@ class _ImageWork:
         return [ItemEmbedding(v, 0, False) for v in out.float().cpu().numpy()]
 
 
-def build(cls: type, cfg: Any, precision: Precision) -> torch.nn.Module:
+def build(cls: Callable[[Any], ModelT], cfg: Any, precision: Precision) -> ModelT:
     with torch.device("meta"):
         net = cls(cfg)
-    return materialize(net, precision.device, precision.weight_dtype)
+    materialize(net, precision.device, precision.weight_dtype)
+    return net

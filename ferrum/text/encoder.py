@@ -24,6 +24,9 @@ from ferrum.errors import CheckpointError, UnsupportedModelError
 from ferrum.text.resolve import ResolvedModel
 
 TEXT_MODEL_TYPES = {"bert", "roberta", "xlm-roberta"}
+DUAL_MODEL_TYPES = {"clip", "siglip", "chinese_clip"}
+# decoder-only models packaged for last-token embeddings (Qwen3-Embedding and kin)
+DECODER_MODEL_TYPES = {"qwen3", "qwen2", "llama", "mistral"}
 
 
 @dataclass(frozen=True)
@@ -105,11 +108,16 @@ def load_encoder(model: ResolvedModel, precision: Precision) -> Encoder:
         from ferrum.text.sentence import SentenceEncoder
 
         return SentenceEncoder(model, config, precision)
-    if model_type in ("clip", "siglip"):
+    if model_type in DUAL_MODEL_TYPES:
         from ferrum.text.dual import DualEncoder
 
         return DualEncoder(model, config, precision)
+    if model_type in DECODER_MODEL_TYPES:
+        from ferrum.text.decoder_sentence import DecoderSentenceEncoder
+
+        return DecoderSentenceEncoder(model, config, precision)
     raise UnsupportedModelError(
         f"{model.name}: model_type {model_type!r} is not an embedding model ferrum runs "
-        "(supported: BERT-family sentence-transformers models, CLIP, SigLIP)"
+        "(supported: BERT-family sentence-transformers models, CLIP, SigLIP, Chinese-CLIP, "
+        "decoder embedding models such as Qwen3-Embedding)"
     )
