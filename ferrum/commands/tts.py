@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,7 +27,10 @@ def tts(
     model: Annotated[
         str | None,
         typer.Option(
-            "--model", "-m", "--voice", help="Voice name or Piper .onnx file (default: joe)."
+            "--model",
+            "-m",
+            "--voice",
+            help="Voice name, Piper .onnx file or Qwen3-TTS model folder (default: joe).",
         ),
     ] = None,
     audio_format: Annotated[
@@ -45,9 +49,22 @@ def tts(
     ] = 0.0,
     seed: Annotated[int | None, typer.Option("--seed", help="Same seed, same audio.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps")] = "auto",
+    language: Annotated[
+        str, typer.Option("--language", help="Qwen3-TTS: language of the text, or auto.")
+    ] = "auto",
+    instruct: Annotated[
+        str | None, typer.Option("--instruct", help="Qwen3-TTS: describe the voice and style.")
+    ] = None,
+    ref_audio: Annotated[
+        str | None, typer.Option("--ref-audio", help="Qwen3-TTS Base: a clip of the voice.")
+    ] = None,
+    ref_text: Annotated[
+        str | None, typer.Option("--ref-text", help="Qwen3-TTS Base: the clip's transcript.")
+    ] = None,
 ) -> None:
-    """Speak text with a Piper voice into a wav, flac, mp3 or raw pcm file."""
+    """Speak text with a Piper voice or a Qwen3-TTS model into a wav, flac, mp3 or pcm file."""
     from ferrum.audio.encode import AudioWriter, output_format
+    from ferrum.audio.qwen3_tts import Qwen3SpeechOptions, Qwen3Synthesizer, is_qwen3_tts_dir
     from ferrum.audio.tts import SpeechOptions, Synthesizer
     from ferrum.errors import InvalidInputError
 
@@ -58,11 +75,30 @@ def tts(
         if sys.stdin.isatty():
             raise InvalidInputError("give the text to speak, or pipe it on stdin")
         text = sys.stdin.read()
-    options = SpeechOptions(
-        speed=speed, speaker=speaker, sentence_silence=sentence_silence, seed=seed
-    )
-    synthesizer = Synthesizer(model, device=device)
-    chunks = synthesizer.stream(text, options)  # validates before any audio is computed
+    synthesizer: Synthesizer | Qwen3Synthesizer
+    if is_qwen3_tts_dir(model):
+        if speed != 1.0:
+            raise InvalidInputError("--speed is not supported by Qwen3-TTS models")
+        spoken = Qwen3SpeechOptions(
+            speaker=speaker,
+            language=language,
+            instruct=instruct,
+            ref_audio=Path(ref_audio) if ref_audio else None,
+            ref_text=ref_text,
+            seed=seed,
+        )
+        synthesizer = Qwen3Synthesizer(str(model), device=device)
+        chunks = synthesizer.stream(text, spoken)  # validates before any audio is computed
+        name = synthesizer.name
+    else:
+        if instruct or ref_audio or ref_text:
+            raise InvalidInputError("--instruct/--ref-audio/--ref-text need a Qwen3-TTS model")
+        options = SpeechOptions(
+            speed=speed, speaker=speaker, sentence_silence=sentence_silence, seed=seed
+        )
+        synthesizer = Synthesizer(model, device=device)
+        chunks = synthesizer.stream(text, options)  # validates before any audio is computed
+        name = synthesizer.files.name
     start = time.perf_counter()
     target = sys.stdout.buffer if output == "-" else output
     if stream:
@@ -80,6 +116,6 @@ def tts(
     where = "stdout" if output == "-" else output
     typer.echo(
         f"wrote {where}: {seconds:.1f} s of speech ({fmt}, {synthesizer.sample_rate} Hz, "
-        f"{rate:.1f}x real time, voice {synthesizer.files.name})",
+        f"{rate:.1f}x real time, voice {name})",
         err=True,
     )
