@@ -30,6 +30,7 @@ from ferrum.sampling_params import SamplingParams
 
 log = logging.getLogger("ferrum.engine")
 
+
 @dataclass
 class EngineStats:
     """A snapshot for /health, /metrics and the bench."""
