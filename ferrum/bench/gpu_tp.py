@@ -96,7 +96,7 @@ def fp32_tokens(model: str, size: int) -> list[list[int]]:
 
 
 def _allreduce_rank(rank: int, world: int, port: int, hidden: int, calls: int, queue) -> None:
-    from ferrum.parallel.comm import destroy_group, init_group
+    from ferrum.parallel.comm import all_reduce, destroy_group, init_group
 
     device = torch.device(f"cuda:{rank}")
     init_group(rank, world, port, device)
@@ -108,16 +108,16 @@ def _allreduce_rank(rank: int, world: int, port: int, hidden: int, calls: int, q
             stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(stream):
                 for _ in range(3):
-                    torch.distributed.all_reduce(x)  # warm-up outside the graph
+                    all_reduce(x)  # warm-up outside the graph
             torch.cuda.current_stream(device).wait_stream(stream)
             torch.cuda.synchronize(device)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 for _ in range(calls):
-                    torch.distributed.all_reduce(x)
+                    all_reduce(x)
             times = []
             for _ in range(ALLREDUCE_REPEATS):
-                torch.distributed.barrier()
+                all_reduce(torch.zeros(1, device=device))  # a barrier
                 torch.cuda.synchronize(device)
                 t = time.perf_counter()
                 graph.replay()

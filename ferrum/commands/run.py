@@ -118,10 +118,11 @@ def run(
             tensor_parallel_size=tensor_parallel_size,
         ),
     )
-    if interactive:
-        _chat_loop(llm, params, system, err)
-    else:
-        _answer_once(llm, prompt, params, system, raw, output_format)
+    with llm:  # stops tensor-parallel workers, however the command ends
+        if interactive:
+            _chat_loop(llm, params, system, err)
+        else:
+            _answer_once(llm, prompt, params, system, raw, output_format)
 
 
 def _load(model, device, dtype, err, interactive: bool, options: dict):

@@ -116,8 +116,9 @@ class BlockManager:
         """Register the sequence's computed full blocks in the prefix cache."""
         if not self.enable_prefix_caching:
             return
-        h: int | None = None
-        for i in range(seq.num_computed_tokens // self.block_size):
+        h = seq.last_block_hash
+        full = seq.num_computed_tokens // self.block_size
+        for i in range(seq.num_hashed_blocks, full):
             block = self.blocks[seq.block_table[i]]
             if block.hash is not None:
                 h = block.hash
@@ -126,6 +127,8 @@ class BlockManager:
             h = block_hash(h, tokens)
             block.hash, block.token_ids = h, tokens
             self.hash_to_block.setdefault(h, block.block_id)
+        if full > seq.num_hashed_blocks:
+            seq.num_hashed_blocks, seq.last_block_hash = full, h
 
     def free(self, seq: Sequence) -> None:
         """Release the sequence's blocks (last first, so a prefix's tail is reused first)."""
@@ -139,6 +142,7 @@ class BlockManager:
                     self.free_ids.move_to_end(block_id, last=False)
         seq.block_table = []
         seq.num_computed_tokens = 0
+        seq.num_hashed_blocks, seq.last_block_hash = 0, None
 
     def reset_prefix_cache(self) -> None:
         for block_id in list(self.free_ids):

@@ -50,6 +50,10 @@ class IncrementalDetokenizer:
         if self._max_stop:
             self._check_stop(max(0, before - self._max_stop + 1))
 
+    def defer(self, token_id: int) -> None:
+        """Append a token without decoding it now; `flush` decodes what was deferred at once."""
+        self.ids.append(token_id)
+
     def flush(self) -> None:
         """At the end, add the complete characters still held; a trailing partial character
         (cut by max_tokens) is dropped rather than emitted as U+FFFD."""

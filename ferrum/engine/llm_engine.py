@@ -128,8 +128,11 @@ class LLMEngine:
         request_id: str | None,
         prompt: str | list[int],
         params: SamplingParams | None = None,
+        stream: bool = True,
     ) -> str:
-        """Validate and queue a request (text, or token ids used as they are)."""
+        """Validate and queue a request (text, or token ids used as they are). With
+        `stream=False` the request is reported only when it finishes, and its text is decoded
+        once at the end when no stop string needs it earlier (less host work per step)."""
         params = params or SamplingParams()
         request_id = request_id or self.new_request_id()
         if request_id in self.requests:
@@ -147,7 +150,8 @@ class LLMEngine:
         if not ids:
             raise InvalidInputError("the prompt is empty")
         self._check_length(len(ids), params)
-        request = Request(request_id, text, ids, params)
+        request = Request(request_id, text, ids, params, stream=stream)
+        deferred = not stream and not params.stop_list
         request.metrics.num_prompt_tokens = len(ids)
         arrival = next(self._arrivals)
         for i in range(params.n):
@@ -161,6 +165,7 @@ class LLMEngine:
                 detok=IncrementalDetokenizer(self.tokenizer, ids, params),
                 generator=generator,
                 logprobs=[] if params.logprobs is not None else None,
+                deferred_text=deferred,
             )
             request.states.append(state)
             self._seq_to_state[seq.seq_id] = (request, state)
@@ -239,7 +244,10 @@ class LLMEngine:
         if is_eos or token in params.stop_token_ids:
             reason, seq.stop_reason = "stop", token  # the stopping token adds no text
         else:
-            state.detok.add(token)
+            if state.deferred_text:
+                state.detok.defer(token)
+            else:
+                state.detok.add(token)
             out_of_budget = (
                 params.max_tokens is not None and seq.num_output_tokens >= params.max_tokens
             )
@@ -248,7 +256,7 @@ class LLMEngine:
             elif out_of_budget or len(seq) >= self.max_model_len:
                 reason = "length"
         if reason is not None:
-            if reason == "length":
+            if reason == "length" or state.deferred_text:
                 state.detok.flush()
             self.scheduler.finish(seq, reason)
             request.metrics.num_generated_tokens = sum(
@@ -260,6 +268,8 @@ class LLMEngine:
     def _collect(self, touched: dict[str, Request], out: SchedulerOutput) -> list[RequestOutput]:
         outputs = []
         for request in touched.values():
+            if not request.stream and not request.finished:
+                continue
             request.metrics.num_generated_tokens = sum(
                 s.seq.num_output_tokens for s in request.states
             )

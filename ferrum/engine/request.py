@@ -22,6 +22,8 @@ class SeqState:
     sent_tokens: int = 0  # output tokens already reported
     sent_logprobs: int = 0
     reported_finish: bool = False
+    # text decoded once at the end: nobody reads it before, and no stop string needs it
+    deferred_text: bool = False
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Request:
     prompt: str | None
     prompt_token_ids: list[int]
     params: SamplingParams
+    stream: bool = True  # report every step's progress; else only the finished request
     states: list[SeqState] = field(default_factory=list)
     metrics: RequestMetrics = field(default_factory=lambda: RequestMetrics(time.perf_counter()))
 

@@ -39,6 +39,10 @@ class Sequence:
         self.num_computed_tokens = 0
         self.num_cached_tokens = 0  # prompt tokens found in the prefix cache
         self.block_table: list[int] = []
+        # the leading blocks already published to the prefix cache, and the hash of the last:
+        # each step hashes only the blocks that became full since
+        self.num_hashed_blocks = 0
+        self.last_block_hash: int | None = None
         self.status = SequenceStatus.WAITING
         self.params = params
         self.finish_reason: str | None = None

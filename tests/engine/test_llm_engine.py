@@ -154,6 +154,17 @@ def test_streaming_deltas_join_to_final_text(llm):
     assert outs[-1].finished and sum(len(o.outputs[0].delta_token_ids) for o in outs) == 24
 
 
+def test_text_decoded_once_at_the_end_equals_the_streamed_text(llm):
+    """generate() decodes each completion once when it finishes (no stop string to watch for);
+    the text must be what the token-by-token detokenizer streams, multi-byte characters too."""
+    for seed in range(4):
+        params = SamplingParams(temperature=1.0, seed=seed, max_tokens=20, ignore_eos=True)
+        streamed = list(llm.stream("héllo wörld 🌍", params))[-1].outputs[0]
+        final = llm.generate(["héllo wörld 🌍"], params)[0].outputs[0]
+        assert final.token_ids == streamed.token_ids
+        assert final.text == streamed.text
+
+
 def test_closing_a_stream_aborts_and_frees_blocks(llm):
     bm = llm.engine.block_manager
     stream = llm.stream("The quick brown fox", SamplingParams(max_tokens=50, ignore_eos=True))
