@@ -24,7 +24,7 @@ from ferrum.errors import CheckpointError, UnsupportedModelError
 from ferrum.text.resolve import ResolvedModel
 
 TEXT_MODEL_TYPES = {"bert", "roberta", "xlm-roberta"}
-DUAL_MODEL_TYPES = {"clip", "siglip", "chinese_clip"}
+DUAL_MODEL_TYPES = {"clip", "siglip", "siglip2", "chinese_clip"}
 # decoder-only models packaged for last-token embeddings (Qwen3-Embedding and kin)
 DECODER_MODEL_TYPES = {"qwen3", "qwen2", "llama", "mistral"}
 
@@ -118,6 +118,6 @@ def load_encoder(model: ResolvedModel, precision: Precision) -> Encoder:
         return DecoderSentenceEncoder(model, config, precision)
     raise UnsupportedModelError(
         f"{model.name}: model_type {model_type!r} is not an embedding model ferrum runs "
-        "(supported: BERT-family sentence-transformers models, CLIP, SigLIP, Chinese-CLIP, "
-        "decoder embedding models such as Qwen3-Embedding)"
+        "(supported: BERT-family sentence-transformers models, CLIP, SigLIP, SigLIP2, "
+        "Chinese-CLIP, decoder embedding models such as Qwen3-Embedding)"
     )

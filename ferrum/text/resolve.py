@@ -24,6 +24,8 @@ ALIASES: dict[str, str] = {
     "clip-vit-b32": "openai/clip-vit-base-patch32",
     "clip-vit-l14": "openai/clip-vit-large-patch14",
     "siglip-base": "google/siglip-base-patch16-224",
+    "siglip2-base": "google/siglip2-base-patch16-224",
+    "siglip2-naflex": "google/siglip2-base-patch16-naflex",
     "chinese-clip": "OFA-Sys/chinese-clip-vit-base-patch16",
     "qwen3-embedding": "Qwen/Qwen3-Embedding-0.6B",
 }
