@@ -34,6 +34,7 @@ class GenerationOptions:
     repetition_penalty: float = 1.05  # on codebook-0 tokens already generated
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     seed: int | None = None  # None: torch's global generator
+    ignore_eos: bool = False  # never stop before max_new_tokens (benchmarks)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -115,6 +116,8 @@ def generate_codes(
         scores = process_first_codebook(
             talker.codec_head(last), history, eos, options.repetition_penalty
         )
+        if options.ignore_eos:
+            scores[:, eos] = -float("inf")
         token = pick(scores, options.talker, generator)
         token = torch.where(finished, torch.full_like(token, eos), token)
         history = torch.cat((history, token[:, None]), dim=1)

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
 from torch import Tensor, nn
 
 from ferrum.errors import InvalidInputError
@@ -68,17 +69,47 @@ class Qwen3TTS:
         device: torch.device | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        self.path = Path(path)
-        self.device = device or torch.device("cpu")
-        self.dtype = dtype
-        self.config = Qwen3TTSConfig.from_dir(self.path)
-        self.model = Qwen3TTSModel.from_dir(self.path, self.config, self.device, dtype)
-        self.tokenizer = load_text_tokenizer(self.path)
+        path = Path(path)
+        device = device or torch.device("cpu")
+        config = Qwen3TTSConfig.from_dir(path)
+        model = Qwen3TTSModel.from_dir(path, config, device, dtype)
+        generation = path / "generation_config.json"
+        defaults = json.loads(generation.read_text(encoding="utf-8")) if generation.exists() else {}
+        self._assemble(path, config, model, load_text_tokenizer(path), device, dtype, defaults)
+
+    @classmethod
+    def from_modules(
+        cls,
+        config: Qwen3TTSConfig,
+        model: Qwen3TTSModel,
+        tokenizer: Tokenizer,
+        codec: SpeechCodec | None = None,
+    ) -> Qwen3TTS:
+        """A model assembled in memory rather than read from a folder (e.g. random weights of a
+        real architecture for benchmarks); `codec` is what `.codec` returns."""
+        tts = cls.__new__(cls)
+        weight = model.talker.codec_head.weight
+        tts._assemble(Path(), config, model, tokenizer, weight.device, weight.dtype, {})
+        tts._codec = codec
+        return tts
+
+    def _assemble(
+        self,
+        path: Path,
+        config: Qwen3TTSConfig,
+        model: Qwen3TTSModel,
+        tokenizer: Tokenizer,
+        device: torch.device,
+        dtype: torch.dtype,
+        generation_defaults: dict,
+    ) -> None:
+        self.path = path
+        self.device, self.dtype = device, dtype
+        self.config = config
+        self.model = model
+        self.tokenizer = tokenizer
         self.prompts = PromptBuilder(self.model.talker, self.config, self.tokenizer)
-        generation = self.path / "generation_config.json"
-        self.generation_defaults: dict = (
-            json.loads(generation.read_text(encoding="utf-8")) if generation.exists() else {}
-        )
+        self.generation_defaults: dict = generation_defaults
         self._codec: SpeechCodec | None = None
 
     @property
