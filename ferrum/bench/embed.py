@@ -233,7 +233,7 @@ def _hf_dual_pass(
 
     device, dtype = precision.device, precision.weight_dtype
     model = AutoModel.from_pretrained(folder, dtype=dtype).to(device).eval()
-    siglip = model.config.model_type == "siglip"
+    siglip = model.config.model_type in ("siglip", "siglip2")
     if kind == "images":
         processor = AutoImageProcessor.from_pretrained(folder)
     else:
@@ -247,10 +247,15 @@ def _hf_dual_pass(
     @torch.inference_mode()
     def embed(batch: list[Any]) -> torch.Tensor:
         if kind == "images":
-            pixels = processor(images=batch, return_tensors="pt")["pixel_values"]
-            return features(model.get_image_features(pixel_values=pixels.to(device, dtype)))
-        # SigLIP was trained on texts padded to the full length; CLIP on unpadded ones
+            inputs = processor(images=batch, return_tensors="pt").to(device)
+            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+            # SigLIP2 NaFlex also needs its patch mask and each image's patch grid
+            return features(model.get_image_features(**inputs))
+        # SigLIP was trained on texts padded to the full length; CLIP on unpadded ones;
+        # SigLIP2 on lowercased ones
         padding = "max_length" if siglip else True
+        if model.config.model_type == "siglip2":
+            batch = [text.lower() for text in batch]
         enc = tokenizer(
             batch, padding=padding, truncation=True, max_length=max_len, return_tensors="pt"
         ).to(device)
