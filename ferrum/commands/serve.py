@@ -97,7 +97,8 @@ def serve(
         str | None,
         typer.Option(
             "--speech-model",
-            help="Also serve /v1/audio/speech with this Piper voice ('default': en_US-joe-medium).",
+            help="Also serve /v1/audio/speech with this Piper voice or Qwen3-TTS folder "
+            "('default': en_US-joe-medium).",
         ),
     ] = None,
     no_llm: Annotated[
@@ -107,7 +108,7 @@ def serve(
         str | None,
         typer.Option(
             "--allowed-local-media",
-            help="Folder whose image files embedding requests may name by path.",
+            help="Folder whose files requests may name by path (images, reference clips).",
         ),
     ] = None,
 ) -> None:
@@ -130,8 +131,10 @@ def serve(
             "--no-llm leaves nothing to serve: add --embedding-model, --transcription-model "
             "or --speech-model (each may be 'default')"
         )
-    if allowed_local_media is not None and embedding_model is None:
-        raise InvalidInputError("--allowed-local-media is for image inputs: add --embedding-model")
+    if allowed_local_media is not None and embedding_model is None and speech_model is None:
+        raise InvalidInputError(
+            "--allowed-local-media is for media inputs: add a model that reads them"
+        )
     if max_body_size is None:
         max_body_size = AUDIO_BODY_LIMIT if transcription_model else DEFAULT_BODY_LIMIT
     config = ServerConfig(
@@ -205,4 +208,6 @@ def _load_others(
     if transcription_model is not None:
         yield launch.load_transcriber(transcription_model, device=device, dtype=dtype)
     if speech_model is not None:
-        yield launch.load_synthesizer(speech_model, device=device)
+        yield launch.load_synthesizer(
+            speech_model, device=device, allowed_local_media=allowed_local_media
+        )

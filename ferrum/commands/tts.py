@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -50,8 +49,8 @@ def tts(
     seed: Annotated[int | None, typer.Option("--seed", help="Same seed, same audio.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps")] = "auto",
     language: Annotated[
-        str, typer.Option("--language", help="Qwen3-TTS: language of the text, or auto.")
-    ] = "auto",
+        str | None, typer.Option("--language", help="Qwen3-TTS: language of the text (auto).")
+    ] = None,
     instruct: Annotated[
         str | None, typer.Option("--instruct", help="Qwen3-TTS: describe the voice and style.")
     ] = None,
@@ -64,8 +63,8 @@ def tts(
 ) -> None:
     """Speak text with a Piper voice or a Qwen3-TTS model into a wav, flac, mp3 or pcm file."""
     from ferrum.audio.encode import AudioWriter, output_format
-    from ferrum.audio.qwen3_tts import Qwen3SpeechOptions, Qwen3Synthesizer, is_qwen3_tts_dir
-    from ferrum.audio.tts import SpeechOptions, Synthesizer
+    from ferrum.audio.speech import load_synthesizer
+    from ferrum.audio.tts import SpeechOptions
     from ferrum.errors import InvalidInputError
 
     if output is None:
@@ -75,47 +74,33 @@ def tts(
         if sys.stdin.isatty():
             raise InvalidInputError("give the text to speak, or pipe it on stdin")
         text = sys.stdin.read()
-    synthesizer: Synthesizer | Qwen3Synthesizer
-    if is_qwen3_tts_dir(model):
-        if speed != 1.0:
-            raise InvalidInputError("--speed is not supported by Qwen3-TTS models")
-        spoken = Qwen3SpeechOptions(
-            speaker=speaker,
-            language=language,
-            instruct=instruct,
-            ref_audio=Path(ref_audio) if ref_audio else None,
-            ref_text=ref_text,
-            seed=seed,
-        )
-        synthesizer = Qwen3Synthesizer(str(model), device=device)
-        chunks = synthesizer.stream(text, spoken)  # validates before any audio is computed
-        name = synthesizer.name
-    else:
-        if instruct or ref_audio or ref_text:
-            raise InvalidInputError("--instruct/--ref-audio/--ref-text need a Qwen3-TTS model")
-        options = SpeechOptions(
-            speed=speed, speaker=speaker, sentence_silence=sentence_silence, seed=seed
-        )
-        synthesizer = Synthesizer(model, device=device)
-        chunks = synthesizer.stream(text, options)  # validates before any audio is computed
-        name = synthesizer.files.name
+    options = SpeechOptions(
+        speed=speed,
+        speaker=speaker,
+        sentence_silence=sentence_silence,
+        seed=seed,
+        language=language,
+        instruct=instruct,
+        ref_audio=ref_audio,
+        ref_text=ref_text,
+    )
+    synthesizer = load_synthesizer(model, device=device)
     start = time.perf_counter()
     target = sys.stdout.buffer if output == "-" else output
     if stream:
+        chunks = synthesizer.stream(text, options)  # validates before the output is opened
         with AudioWriter(target, fmt, synthesizer.sample_rate) as writer:
             for chunk in chunks:
                 writer.write(chunk.samples)
     else:  # nothing is written until all of it is spoken
-        import numpy as np
-
-        samples = np.concatenate([c.samples for c in chunks])
+        result = synthesizer.synthesize(text, options)
         with AudioWriter(target, fmt, synthesizer.sample_rate) as writer:
-            writer.write(samples)
+            writer.write(result.samples)
     seconds = writer.frames / synthesizer.sample_rate
     rate = seconds / max(time.perf_counter() - start, 1e-9)
     where = "stdout" if output == "-" else output
     typer.echo(
         f"wrote {where}: {seconds:.1f} s of speech ({fmt}, {synthesizer.sample_rate} Hz, "
-        f"{rate:.1f}x real time, voice {name})",
+        f"{rate:.1f}x real time, voice {synthesizer.name})",
         err=True,
     )

@@ -126,13 +126,17 @@ def load_transcriber(spec: str | None, *, device: str = "auto", dtype: str = "au
     return LoadedModel(model, transcriber.name, time.perf_counter() - start, device_name)
 
 
-def load_synthesizer(spec: str | None, *, device: str = "auto") -> LoadedModel:
-    """A Piper voice (`None` or "default": the embedded en_US-joe-medium)."""
-    from ferrum.audio.tts import Synthesizer
+def load_synthesizer(
+    spec: str | None, *, device: str = "auto", allowed_local_media: str | Path | None = None
+) -> LoadedModel:
+    """A Piper voice or a Qwen3-TTS folder (`None` or "default": the embedded
+    en_US-joe-medium); reference clips may be read from `allowed_local_media`."""
+    from ferrum.audio.speech import load_synthesizer as load
 
+    media = _media_dir(allowed_local_media)  # checked first: a typo should not wait for a load
     start = time.perf_counter()
-    synthesizer = Synthesizer(_spec(spec), device=device)
-    handle = ServedSynthesizer(synthesizer)
+    synthesizer = load(_spec(spec), device=device)
+    handle = ServedSynthesizer(synthesizer, allowed_media=media)
     name, aliases = _names(handle.name, spec)
     model = ServedModel(name, SPEECH_KIND, handle, aliases=aliases, close=handle.close)
     backend = synthesizer.backend

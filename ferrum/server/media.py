@@ -44,7 +44,7 @@ def local_media_path(url: str, allowed_dir: Path | None) -> Path:
     """The file a path or file:// URL names, if it is a file inside `allowed_dir`."""
     if allowed_dir is None:
         raise InvalidInputError(
-            f"local image paths are not allowed on this server ({_shown(url)}): send a data URL, "
+            f"local file paths are not allowed on this server ({_shown(url)}): send a data URL, "
             "or start the server with --allowed-local-media DIR"
         )
     raw = unquote(urlparse(url).path) if url.startswith(FILE_URL_PREFIX) else url
@@ -54,11 +54,11 @@ def local_media_path(url: str, allowed_dir: Path | None) -> Path:
     resolved = path.resolve()
     if not resolved.is_relative_to(allowed_dir.resolve()):
         raise InvalidInputError(
-            f"the image path {url!r} is outside the folder this server may read "
+            f"the path {url!r} is outside the folder this server may read "
             "(--allowed-local-media)"
         )
     if not resolved.is_file():
-        raise InvalidInputError(f"no image file {url!r} in the allowed media folder")
+        raise InvalidInputError(f"no file {url!r} in the allowed media folder")
     return resolved
 
 

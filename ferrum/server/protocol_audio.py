@@ -1,5 +1,8 @@
 """The OpenAI wire format of the audio endpoints: transcription form fields and speech requests.
 
+Speech requests carry OpenAI's fields plus ferrum's own for Qwen3-TTS models (`language`, and a
+voice-clone reference: `ref_audio`, `ref_text`) and `seed`.
+
 Transcriptions and translations arrive as multipart forms; their fields (everything but the file)
 are validated by `TranscriptionForm`, so a bad value is the same kind of 400 as a bad JSON field.
 `timestamp_granularities[]` may be repeated (as the SDKs send it) or given without the brackets.
@@ -17,6 +20,7 @@ TRANSCRIPTION_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 SPEECH_FORMATS = ("wav", "flac", "mp3", "pcm")
 MAX_SPEECH_CHARS = 4096  # of `input`, as OpenAI allows
 MIN_SPEED, MAX_SPEED = 0.25, 4.0  # OpenAI's range for `speed`
+MAX_REF_AUDIO_CHARS = 12 * (1 << 20)  # of a reference clip's data URL: ~9 MB of audio file
 
 
 class TranscriptionForm(OpenAIModel):
@@ -55,5 +59,10 @@ class SpeechRequest(OpenAIModel):
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
     stream_format: Literal["audio", "sse"] | None = None  # None: the whole file at once
     stream: bool = False  # another way to ask for stream_format="audio"
-    instructions: str | None = None  # OpenAI's voice direction; Piper voices cannot follow it
+    instructions: str | None = None  # OpenAI's voice direction: Qwen3-TTS VoiceDesign's instruct
     seed: int | None = Field(None, ge=0, le=2**63 - 1)  # ferrum's extension: same seed, same audio
+    # ferrum's extensions for Qwen3-TTS models:
+    language: str | None = None  # the text's language (a language of the model); None: auto
+    ref_audio: str | None = Field(None, max_length=MAX_REF_AUDIO_CHARS)  # Base: clip to clone,
+    # as a data URL (data:audio/wav;base64,...) or a path under --allowed-local-media
+    ref_text: str | None = Field(None, max_length=MAX_SPEECH_CHARS)  # the clip's transcript

@@ -187,7 +187,7 @@ def test_images_by_data_url_and_allowed_path_in_request_order(client, embed_stat
         (CLIP, "https://example.com/cat.png", "not fetched"),
         (CLIP, "data:image/png;base64,bm90IGFuIGltYWdl", "not an image"),
         (CLIP, "data:image/png;base64,%%%", "base64"),
-        (CLIP, "{media}/allowed/missing.png", "no image file"),
+        (CLIP, "{media}/allowed/missing.png", "no file"),
         (BERT, "data:image/png;base64,bm90IGFuIGltYWdl", "embeds text only"),
     ],
 )
