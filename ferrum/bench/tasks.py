@@ -78,8 +78,23 @@ def run_task(options: TaskOptions, say: Say) -> TaskResult:
             ),
             say,
         )
+    from ferrum.audio.qwen3_tts import is_qwen3_tts_dir
     from ferrum.bench import tts
 
+    if options.model is not None and is_qwen3_tts_dir(options.model):
+        from ferrum.bench.tts_qwen3 import BASELINES, run_qwen3_tts
+
+        num = _or(options.num_items, len(tts.SENTENCES))
+        if not 1 <= num <= len(tts.SENTENCES):
+            raise InvalidInputError(f"--num-items for --task tts is 1 to {len(tts.SENTENCES)}")
+        return run_qwen3_tts(
+            options.model,
+            options.device,
+            tts.SENTENCES[:num],
+            options.repeats,
+            select_baselines(options.baseline, BASELINES, task),
+            say,
+        )
     if options.dtype not in ("auto", "float32", "fp32"):
         raise InvalidInputError("Piper voices run in float32: leave --dtype at auto")
     return tts.run_tts(
