@@ -107,11 +107,13 @@ class Qwen3Synthesizer:
         device: str = "auto",
         sentence_batch: int = DEFAULT_SENTENCE_BATCH,
         generator: CodeGenerator | None = None,
+        dtype: str = "auto",
     ) -> None:
         if sentence_batch < 1:
             raise InvalidInputError(f"sentence_batch must be >= 1, got {sentence_batch}")
         self.path = Path(path).expanduser()
-        self.backend = Backend.resolve(device, "float32")
+        # auto: bf16 on GPUs (as the reference runs there), float32 on the CPU
+        self.backend = Backend.resolve(device, dtype)
         self.tts = Qwen3TTS(self.path, self.backend.device, self.backend.dtype)
         self.codec = self.tts.codec
         self.sentence_batch = sentence_batch
