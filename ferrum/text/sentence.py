@@ -26,25 +26,39 @@ from ferrum.text.tokenizer import TextTokenizer, TokenizedText, TokenizerOptions
 ST_TRANSFORMER = "sentence_transformers.models.Transformer"
 ST_POOLING = "sentence_transformers.models.Pooling"
 ST_NORMALIZE = "sentence_transformers.models.Normalize"
+ST_CONFIG = "sentence_bert_config.json"
 
 
 class SentenceEncoder:
-    """A BERT-family sentence embedding model; also the batcher's text work."""
+    """A sentence-transformers text model over a packed encoder (`net(ids, seq_lens)`): BERT
+    family here, decoders in decoder_sentence.py; also the batcher's text work."""
 
     def __init__(self, model: ResolvedModel, config: dict[str, Any], precision: Precision) -> None:
+        cfg = BertConfig.from_dict(config)
+        net = load_bert(model.path, cfg, precision)
+        self._setup(model, precision, net, net.config.hidden_size, max_seq_length(model.path, cfg))
+
+    def _setup(
+        self,
+        model: ResolvedModel,
+        precision: Precision,
+        net: torch.nn.Module,
+        hidden_size: int,
+        max_seq_length: int,
+    ) -> None:
+        """What every packed sentence encoder holds: the network, its pooling and tokenizer."""
         path = model.path
         self.name = model.name
         self.precision = precision
         self.pooling, self.normalize_default = read_modules(path)
-        self.bert = load_bert(path, BertConfig.from_dict(config), precision)
-        cfg = self.bert.config
-        self.max_seq_length = max_seq_length(path, cfg)
-        st_config = path / "sentence_bert_config.json"
+        self.net = net
+        self.max_seq_length = max_seq_length
+        st_config = path / ST_CONFIG
         lowercase = bool(read_json(st_config).get("do_lower_case")) if st_config.exists() else False
         self.tokenizer = TextTokenizer.from_dir(
             path, TokenizerOptions(self.max_seq_length, lowercase=lowercase)
         )
-        self.dims = cfg.hidden_size * len(self.pooling.modes())
+        self.dims = hidden_size * len(self.pooling.modes())
         self.text_work = self
         self.image_work = None
 
@@ -61,7 +75,7 @@ class SentenceEncoder:
         flat = np.fromiter((i for t in batch for i in t.ids), dtype=np.int64, count=sum(seq_lens))
         ids = torch.from_numpy(flat).to(self.precision.device)  # (N,)
         with self.precision.forward():
-            hidden = self.bert(ids, seq_lens)  # (N, D)
+            hidden = self.net(ids, seq_lens)  # (N, D)
             pooled = pool(hidden, seq_lens, self.pooling)  # (B, D') float32
         vectors = pooled.cpu().numpy()
         return [ItemEmbedding(v, t.num_tokens, t.truncated) for v, t in zip(vectors, batch)]
@@ -94,7 +108,7 @@ def read_modules(path: Path) -> tuple[PoolingConfig, bool]:
 def max_seq_length(path: Path, cfg: BertConfig) -> int:
     """Tokens kept per text, special tokens included: sentence-transformers' setting, else the
     smaller of the tokenizer's and the position table's limits."""
-    st_config = path / "sentence_bert_config.json"
+    st_config = path / ST_CONFIG
     if st_config.exists():
         value = read_json(st_config).get("max_seq_length")
         if value:
