@@ -2,7 +2,8 @@
 
 Two ways through a recording:
 - sequential (openai/whisper's algorithm): 30-s windows, each starting where the last complete
-  segment ended (timestamp-based seeking), the previous text fed as a prompt;
+  segment ended (timestamp-based seeking), the previous segments fed as a prompt with their
+  timestamp tokens (without them the model stops writing timestamps, cannot seek, and repeats);
 - batched: the audio is cut into ≤30-s chunks at silences (energy VAD), and chunks (from any
   number of files) are decoded side by side; no prompt, each chunk stands alone.
 Both retry a window at higher temperatures when its text repeats (compression ratio) or is
@@ -18,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferrum.audio.alignment import align_words
+from ferrum.audio.alignment import WordTiming, align_words
 from ferrum.audio.checkpoint import WhisperCheckpoint, load_whisper
 from ferrum.audio.decoding import DecodingOptions, DecodingResult, decode, with_temperature
+from ferrum.audio.fallback import QualityThresholds, best_attempt, is_silence, needs_fallback
 from ferrum.audio.io import SAMPLE_RATE, load_audio
 from ferrum.audio.mel import (
     FRAMES_PER_SECOND,
@@ -174,20 +176,21 @@ class Transcriber:
         self, mel: torch.Tensor, options: TranscribeOptions, base: DecodingOptions
     ) -> list[DecodingResult]:
         """Decode windows (B, n_mels, 3000); rows whose text repeats or is unlikely are decoded
-        again at the next temperature."""
-        results: list[DecodingResult | None] = [None] * mel.shape[0]
+        again at the next temperature (ferrum.audio.fallback has the rules)."""
+        limits = _limits(options)
+        attempts: list[list[DecodingResult]] = [[] for _ in range(mel.shape[0])]
         pending = list(range(mel.shape[0]))
         for temperature in options.temperature:
             attempt = decode(self.checkpoint, mel[pending], with_temperature(base, temperature))
-            retry = []
             for row, result in zip(pending, attempt, strict=True):
-                results[row] = result
-                if _needs_fallback(result, options):
-                    retry.append(row)
-            pending = retry
+                attempts[row].append(result)
+            pending = [row for row in pending if needs_fallback(attempts[row][-1], limits)]
             if not pending:
                 break
-        return [r for r in results if r is not None]
+        return [
+            best_attempt(tried, limits) if row in pending else tried[-1]
+            for row, tried in enumerate(attempts)
+        ]
 
     def _sequential(
         self, samples: np.ndarray, options: TranscribeOptions, progress: Progress | None
@@ -211,19 +214,24 @@ class Transcriber:
                 continue
             base = self._decoding_options(options, all_tokens[prompt_reset_since:])
             result = self._decode_with_fallback(window[None], options, base)[0]
-            if _is_silence(result, options):
+            if is_silence(result, _limits(options)):
                 seek += size
                 continue
             pieces, advance = split_segments(result.tokens, tokenizer.special.timestamp_begin, size)
             if options.word_timestamps:
                 pieces, advance = self._add_words(window, size, options, pieces, advance)
-            for start, end, tokens, words in pieces:
-                text = tokenizer.decode(list(tokens))
-                if not text.strip() or (end <= start and not options.without_timestamps):
+            for piece in pieces:
+                text = tokenizer.decode(list(piece.text_tokens))
+                if not text.strip() or (
+                    piece.end <= piece.start and not options.without_timestamps
+                ):
                     continue
-                yield _segment(next_id, offset, start, end, text, tokens, words, result)
+                yield _segment(next_id, offset, _clamped(piece, size), text, result)
                 next_id += 1
-                all_tokens.extend(tokens)
+                # timestamps stay in the prompt, as in openai/whisper and faster-whisper: a
+                # text-only prompt teaches the model to drop them, and a window without
+                # timestamps cannot seek, so it runs on to its token limit and repeats itself
+                all_tokens.extend(piece.tokens)
             seek += advance
             if (
                 not options.condition_on_previous_text
@@ -241,23 +249,23 @@ class Transcriber:
         window: torch.Tensor,
         size: int,
         options: TranscribeOptions,
-        pieces: list,
+        pieces: list[Piece],
         advance: int,
-    ) -> tuple[list, int]:
+    ) -> tuple[list[Piece], int]:
         """Time the words of a window's segments; seek to the last word's end when the window
         ended mid-segment."""
         tokenizer = self.checkpoint.tokenizer
-        text_tokens = [t for _, _, toks, _ in pieces for t in toks]
+        text_tokens = [t for piece in pieces for t in piece.text_tokens]
         sot = tokenizer.sot_sequence(options.language, options.task, timestamps=False)[:-1]
         timings = align_words(self.checkpoint, window, sot, text_tokens, size)
         out = []
         at = 0
-        for start, end, tokens, _ in pieces:
-            mine = []
-            while at < len(timings) and sum(len(w.tokens) for w in mine) < len(tokens):
+        for piece in pieces:
+            mine: list[WordTiming] = []
+            while at < len(timings) and sum(len(w.tokens) for w in mine) < len(piece.text_tokens):
                 mine.append(timings[at])
                 at += 1
-            out.append((start, end, tokens, tuple(mine)))
+            out.append(replace(piece, words=tuple(mine)))
         if timings and advance < size:
             advance = max(advance, min(size, round(timings[-1].end * FRAMES_PER_SECOND)))
         return out, advance
@@ -289,7 +297,7 @@ class Transcriber:
         for row, (i, chunk) in enumerate(items):
             result = results[row]
             frames = (chunk.end - chunk.start) // HOP_LENGTH
-            if _is_silence(result, options):
+            if is_silence(result, _limits(options)):
                 out.append([])
                 continue
             pieces, _ = split_segments(result.tokens, tokenizer.special.timestamp_begin, frames)
@@ -297,20 +305,27 @@ class Transcriber:
                 lang_options = replace(options, language=languages[i])
                 pieces, _ = self._add_words(mel[row], frames, lang_options, pieces, frames)
             offset = chunk.start / SAMPLE_RATE
-            limit = (chunk.end - chunk.start) / SAMPLE_RATE
             segments = []
-            for start, end, tokens, words in pieces:
-                text = tokenizer.decode(list(tokens))
+            for piece in pieces:
+                text = tokenizer.decode(list(piece.text_tokens))
                 if text.strip():
-                    start, end = min(start, limit), min(max(end, start), limit)
-                    segments.append(_segment(0, offset, start, end, text, tokens, words, result))
+                    segments.append(_segment(0, offset, _clamped(piece, frames), text, result))
             out.append(segments)
         return out
 
 
 # --- helpers ---------------------------------------------------------------------------------
 
-Piece = tuple[float, float, tuple[int, ...], tuple]  # (start s, end s, text tokens, words)
+
+@dataclass(frozen=True)
+class Piece:
+    """One segment of a decoded window, in window time."""
+
+    start: float  # seconds from the window start
+    end: float  # seconds from the window start
+    tokens: tuple[int, ...]  # as decoded, timestamps included: the next window's prompt
+    text_tokens: tuple[int, ...]  # the same without timestamps
+    words: tuple[WordTiming, ...] = ()  # when word timestamps were asked for
 
 
 def split_segments(
@@ -322,7 +337,7 @@ def split_segments(
     is_ts = [t >= timestamp_begin for t in tokens]
     window_seconds = num_frames / FRAMES_PER_SECOND
     if not any(is_ts):
-        return [(0.0, window_seconds, tuple(tokens), ())], num_frames
+        return [Piece(0.0, window_seconds, tuple(tokens), tuple(tokens))], num_frames
     single_ending = len(tokens) >= 2 and not is_ts[-2] and is_ts[-1]
     consecutive = [i for i in range(1, len(tokens)) if is_ts[i] and is_ts[i - 1]]
 
@@ -336,65 +351,50 @@ def split_segments(
             end = seconds(stamps[-1])
         start = seconds(stamps[0]) if stamps and stamps[0] != stamps[-1] else 0.0
         text = tuple(t for t in tokens if t < timestamp_begin)
-        return [(start, end, text, ())], num_frames
+        return [Piece(start, end, tuple(tokens), text)], num_frames
     slices = consecutive + ([len(tokens)] if single_ending else [])
     pieces: list[Piece] = []
     last = 0
     for current in slices:
         part = tokens[last:current]
         text = tuple(t for t in part if t < timestamp_begin)
-        pieces.append((seconds(part[0]), seconds(part[-1]), text, ()))
+        pieces.append(Piece(seconds(part[0]), seconds(part[-1]), tuple(part), text))
         last = current
     if single_ending:
         return pieces, num_frames
     return pieces, (tokens[last - 1] - timestamp_begin) * INPUT_STRIDE
 
 
-def _needs_fallback(result: DecodingResult, options: TranscribeOptions) -> bool:
-    if (
-        options.no_speech_threshold is not None
-        and result.no_speech_prob > options.no_speech_threshold
-    ):
-        return False  # silence: a hotter retry would only invent words
-    too_repetitive = (
-        options.compression_ratio_threshold is not None
-        and result.compression_ratio > options.compression_ratio_threshold
+def _clamped(piece: Piece, num_frames: int) -> Piece:
+    """The piece with its times inside the window's audio: the model may stamp times past the
+    end of a window shorter than 30 s."""
+    limit = num_frames / FRAMES_PER_SECOND
+    start = min(piece.start, limit)
+    return replace(piece, start=start, end=min(max(piece.end, start), limit))
+
+
+def _limits(options: TranscribeOptions) -> QualityThresholds:
+    return QualityThresholds(
+        compression_ratio=options.compression_ratio_threshold,
+        logprob=options.logprob_threshold,
+        no_speech=options.no_speech_threshold,
     )
-    too_unlikely = (
-        options.logprob_threshold is not None and result.avg_logprob < options.logprob_threshold
-    )
-    return too_repetitive or too_unlikely
 
 
-def _is_silence(result: DecodingResult, options: TranscribeOptions) -> bool:
-    if options.no_speech_threshold is None or result.no_speech_prob <= options.no_speech_threshold:
-        return False
-    return options.logprob_threshold is None or result.avg_logprob < options.logprob_threshold
-
-
-def _segment(
-    index: int,
-    offset: float,
-    start: float,
-    end: float,
-    text: str,
-    tokens: tuple[int, ...],
-    words: tuple,
-    result: DecodingResult,
-) -> Segment:
+def _segment(index: int, offset: float, piece: Piece, text: str, result: DecodingResult) -> Segment:
     return Segment(
         id=index,
-        start=round(offset + start, 3),
-        end=round(offset + end, 3),
+        start=round(offset + piece.start, 3),
+        end=round(offset + piece.end, 3),
         text=text,
-        tokens=tokens,
+        tokens=piece.text_tokens,
         avg_logprob=result.avg_logprob,
         compression_ratio=result.compression_ratio,
         no_speech_prob=result.no_speech_prob,
         temperature=result.temperature,
         words=tuple(
             Word(round(offset + w.start, 3), round(offset + w.end, 3), w.word, w.probability)
-            for w in words
+            for w in piece.words
         ),
     )
 
