@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from .st_layout import write_modules
+
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
     "A photo of a cat sitting on a red sofa.",
@@ -56,26 +58,7 @@ def make_tiny_bert(
     model = transformers.BertModel(config, add_pooling_layer=False).eval()
     _randomize(model, seed=1)
     model.save_pretrained(path, safe_serialization=True)
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.models.Pooling",
-        },
-    ]
-    if normalize:
-        modules.append(
-            {
-                "idx": 2,
-                "name": "2",
-                "path": "2_Normalize",
-                "type": "sentence_transformers.models.Normalize",
-            }
-        )
-    (path / "modules.json").write_text(json.dumps(modules))
-    (path / "1_Pooling").mkdir(exist_ok=True)
+    write_modules(path, normalize)
     modes = ["cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "lasttoken"]
     pool_cfg = {"word_embedding_dimension": 32}
     pool_cfg.update({f"pooling_mode_{m}": m == pooling for m in modes})

@@ -12,6 +12,8 @@ import torch
 
 from tests.text.conftest import CORPUS
 
+from .st_layout import write_modules
+
 EOS = "<|endoftext|>"
 HIDDEN = 32
 MAX_POSITIONS = 64  # tokens: the tiny model's rope table
@@ -69,26 +71,7 @@ def bpe_tokenizer(path: Path, padding_side: str) -> int:
 def write_sentence_transformers_files(
     path: Path, normalize: bool, max_seq_length: int | None
 ) -> None:
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.models.Pooling",
-        },
-    ]
-    if normalize:
-        modules.append(
-            {
-                "idx": 2,
-                "name": "2",
-                "path": "2_Normalize",
-                "type": "sentence_transformers.models.Normalize",
-            }
-        )
-    (path / "modules.json").write_text(json.dumps(modules))
-    (path / "1_Pooling").mkdir(exist_ok=True)
+    write_modules(path, normalize)
     pooling = {"word_embedding_dimension": HIDDEN, "pooling_mode_lasttoken": True}
     pooling.update({f"pooling_mode_{m}": False for m in ("cls_token", "mean_tokens", "max_tokens")})
     (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
