@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any
@@ -105,14 +106,7 @@ class WorkerGroup:
                     conn = self.listener.accept()
                     accepted[int(conn.recv())] = conn
 
-        thread = threading.Thread(target=accept, name="ferrum-tp-accept", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while thread.is_alive():
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise DeviceError("tensor-parallel workers did not start")
-            thread.join(POLL_S)
+        self._wait_for(accept, "tensor-parallel workers did not start")
         if len(accepted) < count:
             raise DeviceError("tensor-parallel workers did not connect")
         return [accepted[rank] for rank in range(1, count + 1)]
@@ -127,16 +121,21 @@ class WorkerGroup:
             except BaseException as exc:  # reported by the waiting thread below
                 failure.append(exc)
 
-        thread = threading.Thread(target=join, name="ferrum-tp-rendezvous", daemon=True)
+        self._wait_for(join, "tensor-parallel workers did not join the process group")
+        if failure:
+            raise DeviceError(f"tensor-parallel rendezvous failed: {failure[0]}")
+
+    def _wait_for(self, work: Callable[[], None], timeout_message: str) -> None:
+        """Run `work` (which blocks on the workers) in a thread; meanwhile fail fast if a worker
+        dies, and give up after START_TIMEOUT_S."""
+        thread = threading.Thread(target=work, name="ferrum-tp-start", daemon=True)
         thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while thread.is_alive():
             self.check_alive()
             if time.monotonic() > deadline:
-                raise DeviceError("tensor-parallel workers did not join the process group")
+                raise DeviceError(timeout_message)
             thread.join(POLL_S)
-        if failure:
-            raise DeviceError(f"tensor-parallel rendezvous failed: {failure[0]}")
 
     def send(self, method: str, *args: Any) -> None:
         for conn in self.conns:
