@@ -76,9 +76,7 @@ class LLM:
                 raise InvalidInputError("give one SamplingParams, or one per prompt")
         else:
             params = [sampling_params or SamplingParams()] * len(prompts)
-        ids = [
-            self.engine.add_request(None, p, sp, stream=False) for p, sp in zip(prompts, params)
-        ]
+        ids = [self.engine.add_request(None, p, sp, stream=False) for p, sp in zip(prompts, params)]
         final: dict[str, RequestOutput] = {}
         try:
             while self.engine.has_unfinished_requests():

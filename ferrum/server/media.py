@@ -54,8 +54,7 @@ def local_media_path(url: str, allowed_dir: Path | None) -> Path:
     resolved = path.resolve()
     if not resolved.is_relative_to(allowed_dir.resolve()):
         raise InvalidInputError(
-            f"the path {url!r} is outside the folder this server may read "
-            "(--allowed-local-media)"
+            f"the path {url!r} is outside the folder this server may read (--allowed-local-media)"
         )
     if not resolved.is_file():
         raise InvalidInputError(f"no file {url!r} in the allowed media folder")
