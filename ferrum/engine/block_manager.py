@@ -72,33 +72,42 @@ class BlockManager:
     def allocate_slots(self, seq: Sequence, num_new_tokens: int) -> bool:
         """Make room for `num_new_tokens` more computed tokens; False (and no change) if the free
         blocks do not suffice. A sequence with no blocks first takes its cached prefix."""
-        hits: list[int] = []
-        if not seq.block_table and self.enable_prefix_caching:
-            hits = self._cached_prefix(seq)
+        if seq.block_table:  # a running sequence (every decode step): at most fresh blocks
+            fresh = self.blocks_needed(seq.num_computed_tokens + num_new_tokens)
+            fresh -= len(seq.block_table)
+            if fresh > self.num_free_blocks:
+                return False
+            for _ in range(fresh):
+                self._append_fresh(seq)
+            return True
+        # a sequence with no blocks yet (new, or preempted): its cached prefix first
+        hits = self._cached_prefix(seq) if self.enable_prefix_caching else []
         num_computed = seq.num_computed_tokens + len(hits) * self.block_size
         if hits:
             num_new_tokens = min(num_new_tokens, len(seq) - num_computed)
-        total = self.blocks_needed(num_computed + num_new_tokens)
-        fresh = total - len(seq.block_table) - len(hits)
+        fresh = self.blocks_needed(num_computed + num_new_tokens) - len(hits)
         # hits that sit in the free queue are taken out of it, so they count against it too
         revived = sum(1 for b in hits if self.blocks[b].ref_count == 0)
         if fresh + revived > self.num_free_blocks:
             return False
-        if not seq.block_table:
-            self.num_cache_queries += len(seq) - seq.num_computed_tokens
-            self.num_cache_hits += len(hits) * self.block_size
+        self.num_cache_queries += len(seq) - seq.num_computed_tokens
+        self.num_cache_hits += len(hits) * self.block_size
         for block_id in hits:
             self._take(block_id)
             seq.block_table.append(block_id)
         for _ in range(fresh):
-            block_id = next(iter(self.free_ids))
-            self._take(block_id)
-            self._forget(block_id)
-            seq.block_table.append(block_id)
+            self._append_fresh(seq)
         if hits:
             seq.num_computed_tokens = num_computed
             seq.num_cached_tokens = num_computed
         return True
+
+    def _append_fresh(self, seq: Sequence) -> None:
+        """Give the sequence the next free block, forgetting what it cached."""
+        block_id = next(iter(self.free_ids))
+        self._take(block_id)
+        self._forget(block_id)
+        seq.block_table.append(block_id)
 
     def _take(self, block_id: int) -> None:
         block = self.blocks[block_id]

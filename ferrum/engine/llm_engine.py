@@ -220,9 +220,10 @@ class LLMEngine:
                 request.metrics.first_scheduled_time = now
                 request.metrics.num_cached_tokens = item.seq.num_cached_tokens
         if result is not None:
+            done = time.perf_counter()  # when this step's tokens exist
             for i, item in enumerate(sampling):
                 request, state = self._seq_to_state[item.seq.seq_id]
-                self._append(request, state, result.token_ids[i], result.logprobs[i])
+                self._append(request, state, result.token_ids[i], result.logprobs[i], done)
                 touched[request.request_id] = request
         return self._collect(touched, out)
 
@@ -230,11 +231,10 @@ class LLMEngine:
         _, state = self._seq_to_state[seq.seq_id]
         return SamplingRow(seq.params, seq.token_ids, seq.num_prompt_tokens, state.generator)
 
-    def _append(self, request: Request, state: SeqState, token: int, logprob) -> None:
+    def _append(self, request: Request, state: SeqState, token: int, logprob, now: float) -> None:
         seq, params = state.seq, state.seq.params
         seq.append_token(token)
         self.generation_tokens_total += 1
-        now = time.perf_counter()
         if request.metrics.first_token_time is None:
             request.metrics.first_token_time = now
         if state.logprobs is not None and logprob is not None:

@@ -150,8 +150,12 @@ class ModelRunner:
         for item in scheduled:
             seq = item.seq
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + item.num_tokens
-            step.input_ids.extend(seq.token_ids[start:end])
-            step.positions.extend(range(start, end))
+            if item.num_tokens == 1:  # a decode: skip the slice and range objects
+                step.input_ids.append(seq.token_ids[start])
+                step.positions.append(start)
+            else:
+                step.input_ids.extend(seq.token_ids[start:end])
+                step.positions.extend(range(start, end))
             step.query_lens.append(item.num_tokens)
             step.context_lens.append(end)
             step.block_tables.append(seq.block_table)
