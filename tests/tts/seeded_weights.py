@@ -10,6 +10,7 @@ Uses only torch's CPU generator, whose stream is stable across torch versions.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import torch
 
@@ -39,3 +40,23 @@ def seeded_tensor(name: str, shape: tuple[int, ...], seed: int = 0) -> torch.Ten
 def seeded_state_dict(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
     """`{name: tensor}` for every floating-point entry of `shapes` (a state dict's shapes)."""
     return {name: seeded_tensor(name, tuple(shape), seed) for name, shape in shapes.items()}
+
+
+def apply_rule(name: str, tensor: torch.Tensor, rules: list[dict]) -> torch.Tensor:
+    """A fixture's override rules for one tensor (the first rule whose suffix matches wins):
+    where plain random normals make no sense (usage counts, gains), both the fixture script and
+    the test apply the same rule."""
+    for rule in rules:
+        if not name.endswith(rule["suffix"]):
+            continue
+        if rule["op"] == "abs_affine":
+            return tensor.abs() * rule["scale"] + rule["shift"]
+        if rule["op"] == "fill":
+            return torch.full_like(tensor, rule["value"])
+        if rule["op"] == "affine":
+            return tensor * rule["scale"] + rule["shift"]
+        if rule["op"] == "unit_gain" and tensor.ndim >= rule["min_ndim"]:
+            fan_in = math.prod(tensor.shape[1:])
+            return tensor * rule["gain"] / (WEIGHT_STD * math.sqrt(fan_in))
+        return tensor
+    return tensor

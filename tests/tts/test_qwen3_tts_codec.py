@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -23,28 +22,10 @@ from ferrum.errors import CheckpointError, InvalidInputError
 from ferrum.models.qwen3_tts.codec import CodecModel, SpeechCodec, checkpoint_name_map
 from ferrum.models.qwen3_tts.codec_config import CodecConfig
 from tests.conftest import shared_sample
-from tests.tts.seeded_weights import WEIGHT_STD, seeded_state_dict
+from tests.tts.seeded_weights import apply_rule, seeded_state_dict
 
 FIXTURE = Path(__file__).parent / "fixtures" / "qwen3_tts_codec"
 RELATIVE_TOLERANCE = 1e-4  # of the reference waveform's peak
-
-
-def _apply_rules(name: str, tensor: torch.Tensor, rules: list[dict]) -> torch.Tensor:
-    """The fixture's override rules (first matching suffix wins), as rules.json states them."""
-    for rule in rules:
-        if not name.endswith(rule["suffix"]):
-            continue
-        if rule["op"] == "abs_affine":
-            return tensor.abs() * rule["scale"] + rule["shift"]
-        if rule["op"] == "fill":
-            return torch.full_like(tensor, rule["value"])
-        if rule["op"] == "affine":
-            return tensor * rule["scale"] + rule["shift"]
-        if rule["op"] == "unit_gain" and tensor.ndim >= rule["min_ndim"]:
-            fan_in = math.prod(tensor.shape[1:])
-            return tensor * rule["gain"] / (WEIGHT_STD * math.sqrt(fan_in))
-        return tensor
-    return tensor
 
 
 def write_checkpoint(root: Path) -> Path:
@@ -54,7 +35,7 @@ def write_checkpoint(root: Path) -> Path:
     shapes = json.loads((FIXTURE / "shapes.json").read_text())
     rules = json.loads((FIXTURE / "rules.json").read_text())
     state = seeded_state_dict({k: tuple(v) for k, v in shapes.items()}, rules["seed"])
-    state = {k: _apply_rules(k, v, rules["rules"]).contiguous() for k, v in state.items()}
+    state = {k: apply_rule(k, v, rules["rules"]).contiguous() for k, v in state.items()}
     save_file(state, str(folder / "model.safetensors"))
     shutil.copy(FIXTURE / "config.json", folder / "config.json")
     return root
