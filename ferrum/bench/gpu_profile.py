@@ -1,0 +1,233 @@
+"""Where a decode step's time goes on one GPU: the kernels of a graph replay, and the host work
+around it.
+
+    python -m ferrum.bench.gpu_profile [--models qwen3:0.6b,llama3.1:8b] [--batches 1,64]
+                                       [--out DIR]
+
+For each model (random weights of the real architecture, bf16, CUDA graphs):
+1. kernels: a torch.profiler trace of REPLAYS graph replays at each batch size (context of
+   CONTEXT tokens). Per kernel name: launches and microseconds per step; the sum over kernels
+   (the GPU busy time) against the replay's elapsed time (the rest is gaps between kernels).
+2. host: one decode-1 request (128-token prompt, 256 greedy tokens) with the engine's phases
+   timed per step: schedule, prepare (host lists), execute (graph inputs and launch; returns
+   before the GPU is done), the wait for the GPU, sample (argmax and the copy back) and the
+   bookkeeping after. A synchronize after execute separates launch from GPU time, so the step
+   is a little slower than an unprofiled one; the unprofiled step time is reported beside it.
+
+Everything goes to DIR/gpu_profile.json and a summary is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from ferrum.bench.gpu_fastpath import release
+
+REPLAYS = 10
+CONTEXT = 512
+DECODE_PROMPT, DECODE_NEW = 128, 256
+TOP_KERNELS = 25
+
+
+def kernel_profile(graphs, batch: int, block_size: int) -> dict:
+    """Kernels of one replay of the batch-`batch` graph with every sequence at CONTEXT tokens."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    blocks = -(-CONTEXT // block_size)
+    graphs.inputs[2].fill_(-1)  # store nothing
+    graphs.inputs[3, :batch].fill_(CONTEXT)
+    graphs.tables[:batch, :blocks] = torch.arange(blocks, dtype=torch.int32, device="cuda")
+    graph = graphs.graphs[batch]
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(REPLAYS):
+        graph.replay()
+    end.record()
+    end.synchronize()
+    replay_us = start.elapsed_time(end) * 1e3 / REPLAYS
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(REPLAYS):
+            graph.replay()
+        torch.cuda.synchronize()
+    per_name: dict[str, list[float]] = defaultdict(list)
+    for event in prof.events():
+        if event.device_type == DeviceType.CUDA:
+            per_name[event.name].append(event.device_time)  # microseconds
+    rows = sorted(
+        (
+            {
+                "kernel": name[:120],
+                "calls_per_step": len(times) / REPLAYS,
+                "us_per_step": sum(times) / REPLAYS,
+                "us_per_call": sum(times) / len(times),
+            }
+            for name, times in per_name.items()
+        ),
+        key=lambda r: -r["us_per_step"],
+    )
+    busy = sum(r["us_per_step"] for r in rows)
+    return {
+        "batch": batch,
+        "context": CONTEXT,
+        "replay_us": replay_us,
+        "kernel_us": busy,
+        "gap_us": replay_us - busy,
+        "kernels_per_step": sum(r["calls_per_step"] for r in rows),
+        "top": rows[:TOP_KERNELS],
+    }
+
+
+class PhaseTimer:
+    """Wraps engine methods to time each phase of every step."""
+
+    def __init__(self, engine) -> None:
+        self.times: dict[str, list[float]] = defaultdict(list)
+        runner, scheduler = engine.runner, engine.scheduler
+        self._wrap(scheduler, "schedule", "schedule")
+        self._wrap(runner, "prepare", "prepare")
+        self._wrap(scheduler, "finish_step", "finish_step")
+        execute = runner.execute
+
+        def timed_execute(step):
+            t0 = time.perf_counter()
+            out = execute(step)
+            t1 = time.perf_counter()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.times["execute_launch"].append(t1 - t0)
+            self.times["gpu_wait"].append(time.perf_counter() - t1)
+            return out
+
+        runner.execute = timed_execute
+        sampler = runner.sampler
+
+        def timed_sampler(logits, rows):
+            t0 = time.perf_counter()
+            out = sampler(logits, rows)
+            self.times["sample"].append(time.perf_counter() - t0)
+            return out
+
+        runner.sampler = timed_sampler
+        step = engine.step
+
+        def timed_step():
+            t0 = time.perf_counter()
+            out = step()
+            self.times["step"].append(time.perf_counter() - t0)
+            return out
+
+        engine.step = timed_step
+
+    def _wrap(self, obj, name: str, key: str) -> None:
+        fn = getattr(obj, name)
+
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            self.times[key].append(time.perf_counter() - t0)
+            return out
+
+        setattr(obj, name, wrapper)
+
+    def summary(self) -> dict:
+        med = {k: statistics.median(v) * 1e6 for k, v in self.times.items() if v}
+        named = sum(v for k, v in med.items() if k != "step")
+        med["other"] = med.get("step", 0.0) - named  # detokenize, stop checks, outputs
+        return {k: round(v, 1) for k, v in med.items()}
+
+
+def host_profile(llm, vocab: int) -> dict:
+    from ferrum import SamplingParams
+
+    rng = random.Random(3)
+    params = SamplingParams(temperature=0, max_tokens=DECODE_NEW, ignore_eos=True)
+    prompt = [rng.randrange(vocab) for _ in range(DECODE_PROMPT)]
+    llm.generate([prompt], SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))
+    plain = llm.generate([prompt], params)[0].metrics.decode_tokens_per_second
+    engine = llm.engine
+    sampler = engine.runner.sampler
+    timer = PhaseTimer(engine)
+    try:
+        llm.generate([prompt], params)
+    finally:  # the wrappers are instance attributes: dropping them restores the methods
+        for obj in (engine, engine.runner, engine.scheduler):
+            for name in ("step", "execute", "prepare", "schedule", "finish_step"):
+                obj.__dict__.pop(name, None)
+        engine.runner.sampler = sampler
+    return {"unprofiled_step_us": 1e6 / plain, "phases_us_median": timer.summary()}
+
+
+def profile_model(alias: str, batches: list[int]) -> dict:
+    from ferrum import LLM
+
+    llm = LLM(
+        alias,
+        random_weights=True,
+        device="cuda",
+        dtype="bfloat16",
+        max_num_seqs=max(batches),
+        max_model_len=4096,
+    )
+    try:
+        engine = llm.engine
+        result: dict = {"host": host_profile(llm, engine.vocab_size), "kernels": []}
+        for batch in batches:
+            result["kernels"].append(
+                kernel_profile(engine.runner.graphs, batch, engine.config.block_size)
+            )
+    finally:
+        llm.close()
+        del llm
+        release()
+    return result
+
+
+def print_summary(results: dict) -> None:
+    for alias, entry in results["models"].items():
+        host = entry["host"]
+        print(f"\n== {alias}: decode-1 step {host['unprofiled_step_us']:.0f} us unprofiled")
+        print("   host phases (us, median):", host["phases_us_median"])
+        for k in entry["kernels"]:
+            print(
+                f"   batch {k['batch']} ctx {k['context']}: replay {k['replay_us']:.0f} us, "
+                f"kernels {k['kernel_us']:.0f} us ({k['kernels_per_step']:.0f} launches), "
+                f"gaps {k['gap_us']:.0f} us"
+            )
+            for r in k["top"][:15]:
+                print(
+                    f"     {r['us_per_step']:8.1f} us {r['calls_per_step']:5.0f}x "
+                    f"{r['us_per_call']:7.2f}  {r['kernel'][:80]}"
+                )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="qwen3:0.6b,llama3.1:8b")
+    ap.add_argument("--batches", default="1,64")
+    ap.add_argument("--out", default=".")
+    args = ap.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    results: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}
+    results["models"] = {}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for alias in args.models.split(","):
+        results["models"][alias] = profile_model(alias, batches)
+        (out / "gpu_profile.json").write_text(json.dumps(results, indent=1))
+    print_summary(results)
+
+
+if __name__ == "__main__":
+    main()
