@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ferrum.layers.norm import RMSNorm
+from ferrum.layers.rotary import apply_rotary
+
 
 @dataclass
 class AttentionMetadata:
@@ -164,6 +167,33 @@ class Attention(nn.Module):
         if self.kv_cache is None:
             raise RuntimeError("attention called before the model runner allocated the KV cache")
         return self.backend.forward(q, k, v, self.kv_cache, meta, self.scale)
+
+    def forward_qkv(
+        self,
+        qkv: torch.Tensor,  # (T, H + 2*Hkv, D): a fused qkv projection's output, as heads
+        cos: torch.Tensor,  # (T, 1, D) rope tables for the tokens' positions
+        sin: torch.Tensor,
+        meta: AttentionMetadata,
+        q_norm: RMSNorm | None = None,  # per-head RMSNorm of q and k before rope (Qwen3)
+        k_norm: RMSNorm | None = None,
+    ) -> torch.Tensor:  # (T, H, D)
+        """Optional q/k norm, rope, the K/V store and attention. A backend with its own
+        `forward_qkv` (Triton: norm, rope and store are one kernel) takes it all."""
+        if self.kv_cache is None:
+            raise RuntimeError("attention called before the model runner allocated the KV cache")
+        fused = getattr(self.backend, "forward_qkv", None)
+        if fused is not None:
+            norms = None if q_norm is None or k_norm is None else (q_norm, k_norm)
+            return fused(qkv, cos, sin, norms, self.num_heads, self.kv_cache, meta, self.scale)
+        heads, kv_heads = self.num_heads, self.num_kv_heads
+        if q_norm is None or k_norm is None:
+            # q and k share the token's angles: rotate them as one tensor
+            qk = apply_rotary(qkv[:, : heads + kv_heads], cos, sin)
+            q, k = qk.split([heads, kv_heads], dim=1)
+        else:
+            q = apply_rotary(q_norm(qkv[:, :heads]), cos, sin)  # (T, H, D)
+            k = apply_rotary(k_norm(qkv[:, heads : heads + kv_heads]), cos, sin)
+        return self.forward(q, k, qkv[:, heads + kv_heads :], meta)
 
 
 def build_metadata(

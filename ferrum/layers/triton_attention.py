@@ -1,6 +1,7 @@
 """The GPU attention backend: Triton kernels over the paged KV cache.
 
-Each layer call stores the new K/V with one kernel, then computes attention: a step where every
+Each layer call stores the new K/V with one kernel (for a fused qkv, `forward_qkv`, the same
+kernel also applies the q/k norm and rope), then computes attention: a step where every
 sequence has one new token runs the split-context decode kernel over the whole batch (this is the
 path CUDA graphs capture: it reads only device tensors and its grid depends only on the batch
 size); a step with prompt chunks runs the varlen prefill kernel over the sequences with more than
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ferrum.layers.attention import AttentionMetadata
+from ferrum.layers.norm import RMSNorm
 
 _PLAN_ATTR = "_triton_plan"
 
@@ -68,11 +70,37 @@ class TritonPagedAttention:
         meta: AttentionMetadata,
         scale: float,
     ) -> torch.Tensor:  # (T, H, D)
-        from ferrum.kernels.paged_decode import paged_decode_attention
-        from ferrum.kernels.paged_prefill import paged_prefill_attention
         from ferrum.kernels.store_kv import store_kv
 
         store_kv(k, v, kv_cache, meta.slot_mapping)
+        return self._attend(q, kv_cache, meta, scale)
+
+    def forward_qkv(
+        self,
+        qkv: torch.Tensor,  # (T, H + 2*Hkv, D)
+        cos: torch.Tensor,  # (T, 1, D)
+        sin: torch.Tensor,
+        norms: tuple[RMSNorm, RMSNorm] | None,  # q and k norms (Qwen3), or None
+        num_heads: int,
+        kv_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+    ) -> torch.Tensor:  # (T, H, D)
+        """q/k norm, rope and the K/V store in one kernel, then attention."""
+        from ferrum.kernels.qk_rope_store import qk_rope_store
+
+        q_w, k_w, eps = (
+            (None, None, 0.0) if norms is None else (*(n.weight for n in norms), norms[0].eps)
+        )
+        q = qk_rope_store(qkv, cos, sin, q_w, k_w, eps, num_heads, kv_cache, meta.slot_mapping)
+        return self._attend(q, kv_cache, meta, scale)
+
+    def _attend(
+        self, q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
+    ) -> torch.Tensor:
+        from ferrum.kernels.paged_decode import paged_decode_attention
+        from ferrum.kernels.paged_prefill import paged_prefill_attention
+
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         plan = plan_step(meta, kv_cache.shape[3], q.device)
         common = (meta.cu_seqlens_q, meta.context_lens, meta.block_tables, scale)

@@ -19,7 +19,7 @@ from ferrum.layers.activation import SiluAndMul
 from ferrum.layers.attention import Attention, AttentionMetadata
 from ferrum.layers.linear import gate_up_linear, qkv_linear
 from ferrum.layers.norm import RMSNorm
-from ferrum.layers.rotary import RotaryEmbedding, apply_rotary
+from ferrum.layers.rotary import RotaryEmbedding
 from ferrum.models.config import TransformerConfig
 
 # Checkpoint projection name -> (our fused projection, shard id inside it).
@@ -35,7 +35,8 @@ IGNORED_SUFFIX = "rotary_emb.inv_freq"
 
 
 class LlamaAttention(nn.Module):
-    """Fused qkv projection, optional q/k norm, rope, paged attention, output projection."""
+    """Fused qkv projection, then (in `Attention.forward_qkv`) optional q/k norm, rope and paged
+    attention, then the output projection."""
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -59,18 +60,9 @@ class LlamaAttention(nn.Module):
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
         tokens = x.shape[0]
-        heads, kv_heads = self.num_heads, self.num_kv_heads
-        qkv = self.qkv_proj(x).view(tokens, heads + 2 * kv_heads, self.head_dim)  # (T, H+2Hkv, D)
-        if self.q_norm is None:
-            # q and k share the token's angles: rotate them as one tensor
-            qk = apply_rotary(qkv[:, : heads + kv_heads], cos, sin)
-            q, k = qk.split([heads, kv_heads], dim=1)
-        else:
-            q = apply_rotary(self.q_norm(qkv[:, :heads]), cos, sin)  # (T, H, D)
-            k = apply_rotary(self.k_norm(qkv[:, heads : heads + kv_heads]), cos, sin)
-        v = qkv[:, heads + kv_heads :]  # (T, Hkv, D)
-        out = self.attn(q, k, v, meta)  # (T, H, D)
-        return self.o_proj(out.reshape(tokens, heads * self.head_dim))
+        qkv = self.qkv_proj(x).view(tokens, -1, self.head_dim)  # (T, H+2Hkv, D)
+        out = self.attn.forward_qkv(qkv, cos, sin, meta, self.q_norm, self.k_norm)  # (T, H, D)
+        return self.o_proj(out.reshape(tokens, -1))
 
 
 class LlamaMLP(nn.Module):

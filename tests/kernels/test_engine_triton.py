@@ -14,13 +14,14 @@ PROMPTS = ["The quick brown fox", "def main():\n    return 42 and more tokens"]
 GREEDY = SamplingParams(temperature=0, max_tokens=5, ignore_eos=True)
 
 
-def test_triton_backend_engine_matches_torch_backend(tiny_qwen3):
+@pytest.mark.parametrize("arch", ["tiny_qwen3", "tiny_llama"])  # with and without q/k norm
+def test_triton_backend_engine_matches_torch_backend(arch, request):
     from ferrum.layers.attention import TorchPagedAttention
     from ferrum.layers.triton_attention import TritonPagedAttention
 
     options = {"gpu_memory_utilization": 0.2} if DEVICE.type == "cuda" else {}
     llm = LLM(
-        str(tiny_qwen3),
+        str(request.getfixturevalue(arch)),
         device=DEVICE.type,
         dtype="float32",
         block_size=16,
