@@ -116,13 +116,16 @@ def _time_case(case: tuple[int, ...], candidates: list) -> list[float]:
     cu = torch.arange(batch + 1, device="cuda", dtype=torch.int32)
     lens = torch.full((batch,), ctx, device="cuda", dtype=torch.int32)
     sms = pd.device_sms(torch.device("cuda"))
+    counters = torch.zeros(batch * kv, device="cuda", dtype=torch.int32)  # the fused reduction
     times = []
     for cfg in candidates:
         pd.CONFIG = cfg
         splits = pd.num_splits_for(batch, kv, sms)
 
         def call(splits: int = splits) -> None:
-            pd.paged_decode_attention(q, cache, out, cu, lens, tables, dim**-0.5, splits)
+            pd.paged_decode_attention(
+                q, cache, out, cu, lens, tables, dim**-0.5, splits, counters=counters
+            )
 
         times.append(do_bench(call, warmup=10, rep=40, return_mode="median"))
     return times
@@ -138,7 +141,7 @@ def tune_decode() -> dict:
     default = pd.CONFIG
     candidates = [
         pd.DecodeConfig(bn, w, st, pps)
-        for bn, w, st, pps in itertools.product((32, 64), (4, 8), (1, 2, 3), (4, 16))
+        for bn, w, st, pps in itertools.product((32, 64, 128), (4, 8), (2, 3, 4), (4, 8))
     ]
     per_case = []  # per case: ms of each candidate
     try:

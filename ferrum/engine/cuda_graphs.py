@@ -1,14 +1,14 @@
 """CUDA graphs for decode steps: the whole forward (and the logits) replayed as one launch.
 
-A decode step of n sequences runs the graph captured for the smallest batch size >= n (the
-ladder 1, 2, 4, 8, 16, 24, ... up to max_num_seqs); the extra rows are padding: no cache slot
-(slot -1: nothing stored) and context length 0 (zero attention output), and their logits are
-ignored. A graph reads its inputs from static device buffers that every step overwrites with
-one host-to-device copy for the per-token numbers and one for the block tables: token ids,
-positions, slots and context lengths share one (4, max_batch) int64 buffer; the block tables
-live in a (max_batch, max_blocks_per_seq) buffer of which only the used columns are refreshed
-(the kernels never read past a sequence's context). Graphs are captured largest first so the
-smaller ones reuse its memory pool, and the logits land in one shared static buffer.
+A decode step of n sequences runs the graph captured for the smallest batch size >= n (the ladder
+1, 2, 4, 8, 16, 24, ... up to max_num_seqs); the extra rows are padding: no cache slot (slot -1:
+nothing stored) and context length 0 (zero attention output), and their logits are ignored. A graph
+reads its inputs from static device buffers that every step overwrites with one host-to-device copy
+(from pinned staging) for the per-token numbers and one for the block tables: token ids, positions,
+slots and context lengths share one (4, max_batch) int64 buffer; the block tables live in a
+(max_batch, max_blocks_per_seq) buffer of which only the used columns are refreshed (the kernels
+never read past a sequence's context). Graphs are captured largest first so the smaller ones reuse
+its memory pool, and the logits land in one shared static buffer.
 
 Only the Triton attention backend is captured: its decode path launches a fixed grid and reads
 nothing from the host.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -64,6 +63,14 @@ class DecodeGraphs:
         vocab = model.config.vocab_size
         self.logits = torch.empty(self.max_batch, vocab, dtype=torch.float32, device=device)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        # pinned staging for the two host-to-device copies of a step, filled through numpy;
+        # `_copied` says when the last copies have read them (a worker rank never waits for
+        # its step's results, so the next step could otherwise overwrite them in flight)
+        self._host_inputs = torch.zeros(4, self.max_batch, dtype=torch.int64).pin_memory()
+        self._host_tables = torch.zeros(
+            self.max_batch * max_blocks_per_seq, dtype=torch.int32
+        ).pin_memory()
+        self._copied = torch.cuda.Event()
 
     def _metadata(self, batch: int) -> AttentionMetadata:
         return AttentionMetadata(
@@ -111,22 +118,24 @@ class DecodeGraphs:
         """Logits (n, vocab) of one decode step of n <= max_batch sequences."""
         n = len(token_ids)
         batch = next(b for b in self.sizes if b >= n)
-        pad = batch - n
-        host = torch.tensor(
-            [
-                token_ids + [0] * pad,
-                positions + [0] * pad,
-                slots + [-1] * pad,
-                [p + 1 for p in positions] + [0] * pad,
-            ],
-            dtype=torch.int64,
-        )
-        self.inputs[:, :batch].copy_(host, non_blocking=True)
+        self._copied.synchronize()
+        host = self._host_inputs.numpy()
+        host[_IDS, :n] = token_ids
+        host[_POSITIONS, :n] = positions
+        host[_SLOTS, :n] = slots
+        host[_CONTEXT, :n] = positions
+        host[_CONTEXT, :n] += 1
+        # padding rows: no slot (nothing stored) and context 0 (zero attention output)
+        host[_SLOTS, n:batch] = -1
+        host[_CONTEXT, n:batch] = 0
+        # the whole buffer (a few KiB): contiguous on both sides, so one plain async copy
+        self.inputs.copy_(self._host_inputs, non_blocking=True)
         width = max(len(t) for t in block_tables)
-        # row by row through numpy: ten times faster than torch.tensor on padded lists
-        tables = np.zeros((n, width), dtype=np.int32)
-        for row, table in zip(tables, block_tables):
-            row[: len(table)] = table
-        self.tables[:n, :width].copy_(torch.from_numpy(tables), non_blocking=True)
+        tables = self._host_tables[: n * width].view(n, width)
+        rows = tables.numpy()
+        for row, table in zip(rows, block_tables):
+            row[: len(table)] = table  # the rest of a row is never read (past its context)
+        self.tables[:n, :width].copy_(tables, non_blocking=True)
+        self._copied.record()
         self.graphs[batch].replay()
         return self.logits[:n]
