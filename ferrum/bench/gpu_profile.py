@@ -45,7 +45,10 @@ def kernel_profile(graphs, batch: int, block_size: int) -> dict:
     blocks = -(-CONTEXT // block_size)
     graphs.inputs[2].fill_(-1)  # store nothing
     graphs.inputs[3, :batch].fill_(CONTEXT)
-    graphs.tables[:batch, :blocks] = torch.arange(blocks, dtype=torch.int32, device="cuda")
+    # distinct blocks per sequence (as in a real batch), so the cache is read from memory
+    total = int(graphs.model.model.layers[0].self_attn.attn.kv_cache.shape[1])
+    ids = torch.arange(batch * blocks, dtype=torch.int32, device="cuda") % total
+    graphs.tables[:batch, :blocks] = ids.view(batch, blocks)
     graph = graphs.graphs[batch]
     for _ in range(3):
         graph.replay()
@@ -215,7 +218,7 @@ def print_summary(results: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="qwen3:0.6b,llama3.1:8b")
-    ap.add_argument("--batches", default="1,64")
+    ap.add_argument("--batches", default="1,64,256")
     ap.add_argument("--out", default=".")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]

@@ -109,15 +109,16 @@ def _qk_rope_store_kernel(
         g = tl.arange(0, BLOCK_KV)[:, None]
         kmask = (g < num_kv_heads) & dmask
         ksrc = row + (num_heads + g) * stride_h + d
-        x1 = tl.load(ksrc, mask=kmask, other=0.0).to(tl.float32)
-        x2 = tl.load(ksrc + HALF, mask=kmask, other=0.0).to(tl.float32)
-        y1, y2 = _norm_rope(
-            x1, x2, kw_ptr, c1, c2, s1, s2, d, dmask, eps, dt, D, HALF, QK_NORM, ROUND
+        k1 = tl.load(ksrc, mask=kmask, other=0.0).to(tl.float32)
+        k2 = tl.load(ksrc + HALF, mask=kmask, other=0.0).to(tl.float32)
+        # new names: Triton's compiler refuses a branch that re-binds a name with a new shape
+        r1, r2 = _norm_rope(
+            k1, k2, kw_ptr, c1, c2, s1, s2, d, dmask, eps, dt, D, HALF, QK_NORM, ROUND
         )
         cdt = cache_ptr.dtype.element_ty
         kdst = cache_ptr + slot * num_kv_heads * D + g * D + d
-        tl.store(kdst, y1.to(dt).to(cdt), mask=kmask)
-        tl.store(kdst + HALF, y2.to(dt).to(cdt), mask=kmask)
+        tl.store(kdst, r1.to(dt).to(cdt), mask=kmask)
+        tl.store(kdst + HALF, r2.to(dt).to(cdt), mask=kmask)
         vsrc = row + (num_heads + num_kv_heads + g) * stride_h + d
         v1 = tl.load(vsrc, mask=kmask, other=0.0)
         v2 = tl.load(vsrc + HALF, mask=kmask, other=0.0)
