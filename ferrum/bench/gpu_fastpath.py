@@ -116,16 +116,13 @@ def _time_case(case: tuple[int, ...], candidates: list) -> list[float]:
     cu = torch.arange(batch + 1, device="cuda", dtype=torch.int32)
     lens = torch.full((batch,), ctx, device="cuda", dtype=torch.int32)
     sms = pd.device_sms(torch.device("cuda"))
-    counters = torch.zeros(batch * kv, device="cuda", dtype=torch.int32)  # the fused reduction
     times = []
     for cfg in candidates:
         pd.CONFIG = cfg
         splits = pd.num_splits_for(batch, kv, sms)
 
         def call(splits: int = splits) -> None:
-            pd.paged_decode_attention(
-                q, cache, out, cu, lens, tables, dim**-0.5, splits, counters=counters
-            )
+            pd.paged_decode_attention(q, cache, out, cu, lens, tables, dim**-0.5, splits)
 
         times.append(do_bench(call, warmup=10, rep=40, return_mode="median"))
     return times

@@ -39,7 +39,6 @@ def _decode_kernel(
     ctx_lens,
     tables,
     seq_ids,
-    counters,
     stride_qt,
     stride_qh,
     stride_ot,
@@ -59,7 +58,6 @@ def _decode_kernel(
     BLOCK_N: tl.constexpr,
     HAS_SEQ_IDS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    FUSED_REDUCE: tl.constexpr,
 ):
     i = tl.program_id(0)
     hkv = tl.program_id(1)
@@ -119,39 +117,6 @@ def _decode_kernel(
         tl.store(part_o + part[:, None] * D + d[None, :], o, mask=out_mask)
         lse = tl.where(has, m + tl.log2(tl.where(has, l_sum, 1.0)), float("-inf"))
         tl.store(part_lse + part, lse, mask=gmask)
-        if FUSED_REDUCE:
-            # The last split of this (sequence, KV head) to finish combines them all: every
-            # thread's stores above are done (barrier) and published (release) before the
-            # ticket; the winner's loads bypass L1 so they see the other programs' stores.
-            tl.debug_barrier()
-            counter = counters + i * tl.num_programs(1) + hkv
-            ticket = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
-            if ticket == num_splits - 1:
-                tl.debug_barrier()
-                tl.store(counter, 0)  # ready for the next layer (a later launch)
-                first = (i * num_heads + heads) * num_splits  # (BLOCK_G,)
-                m_all = tl.full([BLOCK_G], float("-inf"), tl.float32)
-                total = tl.zeros([BLOCK_G], tl.float32)
-                acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
-                for sp in range(num_splits):
-                    lse_sp = tl.load(part_lse + first + sp, mask=gmask, other=float("-inf"),
-                                     cache_modifier=".cg")  # fmt: skip
-                    o_sp = tl.load(part_o + (first + sp)[:, None] * D + d[None, :],
-                                   mask=out_mask, other=0.0, cache_modifier=".cg")  # fmt: skip
-                    m_new = tl.maximum(m_all, lse_sp)
-                    # empty splits (lse -inf) weigh exp2(-inf) = 0; `safe` avoids -inf - -inf
-                    safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-                    keep = tl.exp2(m_all - safe)
-                    w = tl.exp2(lse_sp - safe)
-                    total = total * keep + w
-                    acc = acc * keep[:, None] + w[:, None] * o_sp
-                    m_all = m_new
-                o = acc / tl.where(total > 0, total, 1.0)[:, None]
-                tl.store(
-                    out_ptr + row * stride_ot + heads[:, None] * stride_oh + d[None, :],
-                    o.to(out_ptr.dtype.element_ty),
-                    mask=out_mask,
-                )
 
 
 @triton.jit(do_not_specialize=["num_splits"])
@@ -237,11 +202,8 @@ def paged_decode_attention(
     scale: float,
     num_splits: int,
     seq_ids: torch.Tensor | None = None,  # (N,): the sequences to compute (default: all S)
-    counters: torch.Tensor | None = None,  # (>= N*Hkv,) int32 zeros: fuse the split reduction
 ) -> None:
-    """Attention of one query token per sequence over its paged context, into `out`. With
-    several splits, `counters` (zeros, left zero) lets the last split of each sequence and KV
-    head combine the partial results itself; without it a second kernel does."""
+    """Attention of one query token per sequence over its paged context, into `out`."""
     num_heads, head_dim = q.shape[1], q.shape[2]
     num_kv_heads = kv_cache.shape[3]
     group = num_heads // num_kv_heads
@@ -262,22 +224,19 @@ def paged_decode_attention(
         )
         part_lse = torch.empty(num, num_heads, num_splits, device=q.device, dtype=torch.float32)
     ids = seq_ids if seq_ids is not None else cu_seqlens_q
-    fused = num_splits > 1 and counters is not None
-    if fused and counters.numel() < num * num_kv_heads:
-        raise ValueError(f"counters hold {counters.numel()} entries, {num * num_kv_heads} needed")
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
     _decode_kernel[(num, num_kv_heads, num_splits)](
         q, k_cache, v_cache, out, part_o, part_lse,
-        cu_seqlens_q, context_lens, block_tables, ids, counters if fused else context_lens,
+        cu_seqlens_q, context_lens, block_tables, ids,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         num_heads, kv_cache.shape[2], scale * LOG2E, num_splits,
         G=group, D=head_dim, BLOCK_G=max(MIN_GROUP_ROWS, triton.next_power_of_2(group)),
         BLOCK_D=block_d, BLOCK_N=CONFIG.block_n,
-        HAS_SEQ_IDS=seq_ids is not None, DOT_PRECISION=precision, FUSED_REDUCE=fused,
+        HAS_SEQ_IDS=seq_ids is not None, DOT_PRECISION=precision,
         num_warps=CONFIG.num_warps, num_stages=CONFIG.num_stages,
     )  # fmt: skip
-    if num_splits > 1 and not fused:
+    if num_splits > 1:
         _reduce_kernel[(num, num_heads)](
             out, part_o, part_lse, cu_seqlens_q, ids,
             out.stride(0), out.stride(1), num_heads, num_splits,

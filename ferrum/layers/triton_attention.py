@@ -59,26 +59,7 @@ def plan_step(meta: AttentionMetadata, num_kv_heads: int, device: torch.device) 
 
 
 class TritonPagedAttention:
-    """Attention backend on Triton kernels (CUDA; the CPU interpreter in tests).
-
-    Each instance (one per layer) owns the zeroed counters with which the decode kernel's
-    splits find the last of them to finish, which then combines them (no second launch). They
-    are allocated on first use, outside graph capture (warm-up runs first), big enough for
-    COUNTERS entries and grown if a batch needs more; the kernel leaves them zero."""
-
-    COUNTERS = 4096  # (sequence, KV head) pairs: 512 sequences of 8 KV heads
-
-    def __init__(self) -> None:
-        self._counters: torch.Tensor | None = None
-
-    def _decode_counters(self, needed: int, device: torch.device) -> torch.Tensor:
-        counters = self._counters
-        if counters is None or counters.numel() < needed or counters.device != device:
-            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-                raise RuntimeError("decode counters must be allocated before graph capture")
-            counters = torch.zeros(max(needed, self.COUNTERS), dtype=torch.int32, device=device)
-            self._counters = counters
-        return counters
+    """Attention backend on Triton kernels (CUDA; the CPU interpreter in tests)."""
 
     def forward(
         self,
@@ -129,12 +110,8 @@ class TritonPagedAttention:
                 max_query_len=plan.max_prefill_len,
             )  # fmt: skip
         if plan.decode_seqs is None or plan.decode_seqs.numel():
-            counters = None
-            if plan.num_splits > 1:
-                num = meta.num_seqs if plan.decode_seqs is None else len(plan.decode_seqs)
-                counters = self._decode_counters(num * kv_cache.shape[3], q.device)
             paged_decode_attention(
                 q, kv_cache, out, *common, num_splits=plan.num_splits,
-                seq_ids=plan.decode_seqs, counters=counters,
+                seq_ids=plan.decode_seqs,
             )  # fmt: skip
         return out

@@ -66,8 +66,7 @@ CASES = {
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("fused", [False, True], ids=["reduce-kernel", "fused-reduce"])
-def test_paged_decode_matches_reference(dtype, case, fused):
+def test_paged_decode_matches_reference(dtype, case):
     from ferrum.kernels.paged_decode import paged_decode_attention
 
     heads, kv, dim, context_lens, splits = CASES[case]
@@ -80,7 +79,6 @@ def test_paged_decode_matches_reference(dtype, case, fused):
     meta = build_metadata([1] * len(context_lens), context_lens, tables, BLOCK_SIZE, DEVICE)
     scale = dim**-0.5
     out = torch.full_like(q, float("nan"))
-    counters = torch.zeros(len(context_lens) * kv + 5, dtype=torch.int32, device=DEVICE)
     paged_decode_attention(
         q,
         cache,
@@ -90,9 +88,7 @@ def test_paged_decode_matches_reference(dtype, case, fused):
         meta.block_tables,
         scale,
         num_splits=splits,
-        counters=counters if fused else None,
     )
-    assert not counters.any()  # left at zero for the next launch
     # the reference stores K/V first: give it the cache's own last entries so nothing changes
     k = torch.stack(
         [
