@@ -39,6 +39,9 @@ class EngineConfig:
     enforce_eager: bool = False  # GPU: run decode steps eagerly, without CUDA graphs
     quantization: str | None = None  # weight-only "int8" | "int4" on CPU; None = full weights
     tensor_parallel_size: int = 1  # ranks (GPUs, or CPU processes) the model is split across
+    # overlap each step's host work with the device's work on the step before (the next step
+    # reads the sampled tokens on the device); None: on for one CUDA device
+    async_scheduling: bool | None = None
 
     def __post_init__(self) -> None:
         checks = [

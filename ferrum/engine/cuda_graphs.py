@@ -114,8 +114,10 @@ class DecodeGraphs:
         positions: list[int],
         slots: list[int],
         block_tables: list[list[int]],
+        pending: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Logits (n, vocab) of one decode step of n <= max_batch sequences."""
+        """Logits (n, vocab) of one decode step of n <= max_batch sequences. `pending` (rows,
+        tokens) overwrites the token ids of those rows with tokens already on the device."""
         n = len(token_ids)
         batch = next(b for b in self.sizes if b >= n)
         self._copied.synchronize()
@@ -137,5 +139,7 @@ class DecodeGraphs:
             row[: len(table)] = table  # the rest of a row is never read (past its context)
         self.tables[:n, :width].copy_(tables, non_blocking=True)
         self._copied.record()
+        if pending is not None:
+            self.inputs[_IDS].index_copy_(0, *pending)
         self.graphs[batch].replay()
         return self.logits[:n]

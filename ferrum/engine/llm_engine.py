@@ -81,6 +81,12 @@ class LLMEngine:
         self._ids = itertools.count()
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
+        overlap = config.async_scheduling
+        if overlap is None:
+            overlap = backend.device.type == "cuda"
+        self.overlap = bool(overlap) and self.runner.supports_overlap
+        # overlapped steps: the launched step whose tokens the host has not read yet
+        self._in_flight: tuple | None = None
         torch.manual_seed(config.seed)
 
     # ---- set-up -------------------------------------------------------------------------------
@@ -197,14 +203,18 @@ class LLMEngine:
                 self.scheduler.finish(state.seq, "abort")
             self._seq_to_state.pop(state.seq.seq_id, None)
         request.metrics.finished_time = time.perf_counter()
+        if not self.requests:
+            self._in_flight = None  # only finished sequences' tokens were left to read
         return request.output()
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_unfinished()
+        return self.scheduler.has_unfinished() or self._in_flight is not None
 
     # ---- the loop -----------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
+        if self.overlap:
+            return self._step_overlapped()
         out = self.scheduler.schedule()
         if not out.scheduled:
             return []
@@ -213,27 +223,91 @@ class LLMEngine:
         rows = [self._sampling_row(item.seq) for item in sampling]
         result = self.runner.run(out.scheduled, rows)
         self.scheduler.finish_step(out)
-        touched: dict[str, Request] = {}
-        for item in out.scheduled:
-            request, _ = self._seq_to_state[item.seq.seq_id]
-            if request.metrics.first_scheduled_time is None:
-                request.metrics.first_scheduled_time = now
-                request.metrics.num_cached_tokens = item.seq.num_cached_tokens
+        touched = self._note_scheduled(out, now)
         if result is not None:
             done = time.perf_counter()  # when this step's tokens exist
             for i, item in enumerate(sampling):
                 request, state = self._seq_to_state[item.seq.seq_id]
-                self._append(request, state, result.token_ids[i], result.logprobs[i], done)
+                item.seq.append_token(result.token_ids[i])
+                self._accept(request, state, len(item.seq) - 1, result.logprobs[i], done)
                 touched[request.request_id] = request
-        return self._collect(touched, out)
+        return self._collect(touched)
+
+    def _step_overlapped(self) -> list[RequestOutput]:
+        """Schedule and launch step k, then read step k-1's tokens while the device computes.
+
+        Step k's decode inputs are step k-1's samples, read on the device; each sampled
+        sequence gets a PENDING token whose value is written in a step later. A sequence that
+        step k-1 ended (EOS, stop string) was already in step k: that token is dropped. One
+        that reaches its length limit with a pending token is held out of scheduling. Requests
+        whose sampling reads earlier outputs on the host (penalties) make the engine wait."""
+        outputs: list[RequestOutput] = []
+        if self._in_flight is not None and self._needs_host_tokens():
+            outputs = self._finish_in_flight()
+        out = self.scheduler.schedule()
+        launched = None
+        now = time.perf_counter()
+        if out.scheduled:
+            sampling = [item for item in out.scheduled if item.samples]
+            rows = [self._sampling_row(item.seq) for item in sampling]
+            pending = self.runner.launch(out.scheduled, rows)
+            slots = []
+            for item in sampling:
+                seq = item.seq
+                slots.append(seq.append_pending())
+                limit = seq.params.max_tokens
+                seq.hold = len(seq) >= self.max_model_len or (
+                    limit is not None and len(seq) - seq.num_prompt_tokens >= limit
+                )
+            launched = (out, sampling, slots, pending, now)
+        if self._in_flight is not None:
+            outputs += self._finish_in_flight()
+        if launched is not None:
+            # after the previous step's tokens are in: the blocks this step fills hold no
+            # PENDING token when they are hashed for the prefix cache
+            self.scheduler.finish_step(out)
+            # with no request left, the step only computed tokens past their sequences' ends
+            self._in_flight = launched if self.requests else None
+        return outputs
+
+    def _finish_in_flight(self) -> list[RequestOutput]:
+        assert self._in_flight is not None
+        out, sampling, slots, pending, started = self._in_flight
+        self._in_flight = None
+        touched = self._note_scheduled(out, started)
+        if pending is None:
+            return self._collect(touched)
+        result = pending.result()
+        done = time.perf_counter()
+        for i, item in enumerate(sampling):
+            found = self._seq_to_state.get(item.seq.seq_id)
+            if found is None or item.seq.is_finished:
+                continue  # aborted, or ended by the step before: this token is past its end
+            request, state = found
+            item.seq.resolve_pending(slots[i], result.token_ids[i])
+            self._accept(request, state, slots[i], result.logprobs[i], done)
+            touched[request.request_id] = request
+        return self._collect(touched)
+
+    def _needs_host_tokens(self) -> bool:
+        return any(seq.params.has_penalties for seq in self.scheduler.running)
+
+    def _note_scheduled(self, out: SchedulerOutput, now: float) -> dict[str, Request]:
+        for item in out.scheduled:
+            found = self._seq_to_state.get(item.seq.seq_id)
+            if found is not None and found[0].metrics.first_scheduled_time is None:
+                found[0].metrics.first_scheduled_time = now
+                found[0].metrics.num_cached_tokens = item.seq.num_cached_tokens
+        return {}
 
     def _sampling_row(self, seq: Sequence) -> SamplingRow:
         _, state = self._seq_to_state[seq.seq_id]
         return SamplingRow(seq.params, seq.token_ids, seq.num_prompt_tokens, state.generator)
 
-    def _append(self, request: Request, state: SeqState, token: int, logprob, now: float) -> None:
+    def _accept(self, request: Request, state: SeqState, index: int, logprob, now: float) -> None:
+        """Token `index` of the sequence has its value: record it and apply the stop rules."""
         seq, params = state.seq, state.seq.params
-        seq.append_token(token)
+        token = seq.token_ids[index]
         self.generation_tokens_total += 1
         if request.metrics.first_token_time is None:
             request.metrics.first_token_time = now
@@ -248,14 +322,14 @@ class LLMEngine:
                 state.detok.defer(token)
             else:
                 state.detok.add(token)
-            out_of_budget = (
-                params.max_tokens is not None and seq.num_output_tokens >= params.max_tokens
-            )
+            produced = index + 1 - seq.num_prompt_tokens
+            out_of_budget = params.max_tokens is not None and produced >= params.max_tokens
             if state.detok.stop_string is not None:
                 reason, seq.stop_reason = "stop", state.detok.stop_string
-            elif out_of_budget or len(seq) >= self.max_model_len:
+            elif out_of_budget or index + 1 >= self.max_model_len:
                 reason = "length"
         if reason is not None:
+            seq.drop_pending()
             if reason == "length" or state.deferred_text:
                 state.detok.flush()
             self.scheduler.finish(seq, reason)
@@ -265,7 +339,7 @@ class LLMEngine:
             if request.finished:
                 request.metrics.finished_time = now
 
-    def _collect(self, touched: dict[str, Request], out: SchedulerOutput) -> list[RequestOutput]:
+    def _collect(self, touched: dict[str, Request]) -> list[RequestOutput]:
         outputs = []
         for request in touched.values():
             if not request.stream and not request.finished:

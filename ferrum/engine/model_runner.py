@@ -16,7 +16,7 @@ from torch import nn
 
 from ferrum.config import EngineConfig
 from ferrum.engine.cuda_graphs import DecodeGraphs
-from ferrum.engine.sampler import Sampler, SamplerOutput, SamplingRow
+from ferrum.engine.sampler import DeviceSample, Sampler, SamplerOutput, SamplingRow
 from ferrum.engine.scheduler import ScheduledSeq
 from ferrum.kernels import triton_available
 from ferrum.layers.attention import Attention, build_metadata
@@ -38,9 +38,31 @@ class StepInput:
     context_lens: list[int] = field(default_factory=list)  # its KV length after the step
     block_tables: list[list[int]] = field(default_factory=list)
     sample_rows: list[int] = field(default_factory=list)  # token rows whose logits are sampled
+    # overlapped steps: input rows whose token is still on the device, and the row of the
+    # previous step's sampled tokens that holds it
+    pending_rows: list[int] = field(default_factory=list)
+    pending_src: list[int] = field(default_factory=list)
+
+
+@dataclass
+class PendingStep:
+    """A launched step whose sampled tokens are on their way to the host."""
+
+    sample: DeviceSample
+    host: list[torch.Tensor]  # host copies of sample.tensors(), filled asynchronously
+    copied: torch.cuda.Event | None  # recorded after the copies (None on CPU: already done)
+
+    def result(self) -> SamplerOutput:
+        if self.copied is not None:
+            self.copied.synchronize()
+        return self.sample.to_host(self.host)
 
 
 class ModelRunner:
+    # steps may overlap (`launch`): the next step reads the sampled tokens on the device. The
+    # tensor-parallel runner says no: its workers need every input token from rank 0's host.
+    supports_overlap = True
+
     def __init__(
         self,
         model: nn.Module,
@@ -59,6 +81,8 @@ class ModelRunner:
         self.kv_cache: torch.Tensor | None = None
         self.graphs: DecodeGraphs | None = None
         self.use_triton = device.type == "cuda" and triton_available()
+        self._prev_tokens: torch.Tensor | None = None  # the last launched step's samples
+        self._prev_rows: dict[int, int] = {}  # seq_id -> its row in them
         if self.use_triton:
             from ferrum.layers.triton_attention import TritonPagedAttention
 
@@ -144,6 +168,26 @@ class ModelRunner:
         logits = self.execute(self.prepare(scheduled))
         return None if logits is None else self.sampler(logits, rows)
 
+    def launch(self, scheduled: list[ScheduledSeq], rows: list[SamplingRow]) -> PendingStep | None:
+        """`run` without waiting: forward and sampling are queued on the device, the sampled
+        tokens stay there for the next step's inputs, and their host copy is started."""
+        logits = self.execute(self.prepare(scheduled))
+        if logits is None:
+            return None
+        sample = self.sampler.sample(logits, rows)
+        self._prev_tokens = sample.tokens
+        sampling = (item for item in scheduled if item.samples)
+        self._prev_rows = {item.seq.seq_id: i for i, item in enumerate(sampling)}
+        tensors = sample.tensors()
+        if self.device.type != "cuda":
+            return PendingStep(sample, tensors, None)
+        host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
+        for dst, src in zip(host, tensors):
+            dst.copy_(src, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+        return PendingStep(sample, host, copied)
+
     def prepare(self, scheduled: list[ScheduledSeq]) -> StepInput:
         """The step's inputs as host lists (what rank 0 sends every tensor-parallel worker)."""
         step = StepInput(use_graph=self._graph_fits(scheduled))
@@ -151,6 +195,10 @@ class ModelRunner:
             seq = item.seq
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + item.num_tokens
             if item.num_tokens == 1:  # a decode: skip the slice and range objects
+                if seq.num_pending and start >= len(seq) - seq.num_pending:
+                    # sampled by the step still in flight: read it on the device
+                    step.pending_rows.append(len(step.input_ids))
+                    step.pending_src.append(self._prev_rows[seq.seq_id])
                 step.input_ids.append(seq.token_ids[start])
                 step.positions.append(start)
             else:
@@ -173,10 +221,21 @@ class ModelRunner:
         )
         ids = torch.tensor(step.input_ids, dtype=torch.long).to(self.device, non_blocking=True)
         pos = torch.tensor(step.positions, dtype=torch.long).to(self.device, non_blocking=True)
+        if step.pending_rows:
+            ids[self._index(step.pending_rows)] = self._pending_tokens(step)
         hidden = self.model(ids, pos, meta)  # (T, hidden)
         if not step.sample_rows:
             return None
         return self.model.compute_logits(hidden[step.sample_rows])  # (S, vocab)
+
+    def _index(self, rows: list[int]) -> torch.Tensor:
+        return torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
+
+    def _pending_tokens(self, step: StepInput) -> torch.Tensor:
+        """The previous step's sampled tokens that this step's pending rows read."""
+        if self._prev_tokens is None:
+            raise RuntimeError("a pending input token but no step in flight")
+        return self._prev_tokens[self._index(step.pending_src)]
 
     def close(self) -> None:
         """Free the KV cache and the decode graphs now rather than when the engine is collected
@@ -205,7 +264,10 @@ class ModelRunner:
             table[pos // bs] * bs + pos % bs
             for pos, table in zip(step.positions, step.block_tables)
         ]
-        logits = self.graphs.run(step.input_ids, step.positions, slots, step.block_tables)
+        pending = None
+        if step.pending_rows:
+            pending = (self._index(step.pending_rows), self._pending_tokens(step))
+        logits = self.graphs.run(step.input_ids, step.positions, slots, step.block_tables, pending)
         if len(step.sample_rows) != len(step.input_ids):  # a one-token chunk that does not sample
             logits = logits[step.sample_rows]
         return logits

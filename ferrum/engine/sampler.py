@@ -75,24 +75,43 @@ def _filter(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
     return logits.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
 
 
-def _top_logprobs(logprobs: torch.Tensor, tokens: torch.Tensor, rows: list[SamplingRow]):
-    result: list[tuple[float, list[tuple[int, float]]] | None] = []
-    wanted = max((r.params.logprobs or 0) for r in rows)
-    top_v, top_i = logprobs.topk(max(wanted, 1), dim=-1)
-    chosen = logprobs.gather(-1, tokens[:, None])[:, 0].tolist()
-    top_v, top_i = top_v.tolist(), top_i.tolist()
-    for i, row in enumerate(rows):
-        if row.params.logprobs is None:
-            result.append(None)
-            continue
-        k = row.params.logprobs
-        result.append((chosen[i], list(zip(top_i[i][:k], top_v[i][:k]))))
-    return result
+@dataclass
+class DeviceSample:
+    """What one step sampled, still on the device: the host reads it with `to_host` (at once,
+    or a step later when steps overlap)."""
+
+    tokens: torch.Tensor  # (B,) int64
+    # per row the sampled token's logprob, and the top-k (values, ids); None: no row asked
+    chosen: torch.Tensor | None = None  # (B,) float32
+    top_values: torch.Tensor | None = None  # (B, K)
+    top_ids: torch.Tensor | None = None  # (B, K)
+    wanted: list[int | None] | None = None  # each row's logprobs count (None: not asked)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [
+            t for t in (self.tokens, self.chosen, self.top_values, self.top_ids) if t is not None
+        ]
+
+    def to_host(self, tensors: list[torch.Tensor] | None = None) -> SamplerOutput:
+        """Lists of the sampled values; `tensors` are host copies of `self.tensors()`."""
+        got = tensors if tensors is not None else self.tensors()
+        tokens = got[0].tolist()
+        if self.wanted is None:
+            return SamplerOutput(tokens, [None] * len(tokens))
+        chosen, top_v, top_i = (t.tolist() for t in got[1:])
+        result: list[tuple[float, list[tuple[int, float]]] | None] = []
+        for i, k in enumerate(self.wanted):
+            result.append(None if k is None else (chosen[i], list(zip(top_i[i][:k], top_v[i][:k]))))
+        return SamplerOutput(tokens, result)
 
 
 class Sampler:
     def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
         """logits: (B, V) float32, one row per entry of `rows`."""
+        return self.sample(logits, rows).to_host()
+
+    def sample(self, logits: torch.Tensor, rows: list[SamplingRow]) -> DeviceSample:
+        """The next token of every row, left on the device (no synchronization)."""
         logits = logits.float()
         want_logprobs = any(r.params.logprobs is not None for r in rows)
         raw_logprobs = logits.log_softmax(-1) if want_logprobs else None
@@ -117,9 +136,9 @@ class Sampler:
             else:  # no seeded row: one draw for the whole batch, no per-row launches
                 noise.exponential_()
             tokens[idx] = (probs / noise).argmax(-1)
-        lps = (
-            _top_logprobs(raw_logprobs, tokens, rows)
-            if raw_logprobs is not None
-            else [None] * len(rows)
-        )
-        return SamplerOutput(tokens.tolist(), lps)
+        if raw_logprobs is None:
+            return DeviceSample(tokens)
+        wanted = [r.params.logprobs for r in rows]
+        top_v, top_i = raw_logprobs.topk(max(max(k or 0 for k in wanted), 1), dim=-1)
+        chosen = raw_logprobs.gather(-1, tokens[:, None])[:, 0]
+        return DeviceSample(tokens, chosen, top_v, top_i, wanted)

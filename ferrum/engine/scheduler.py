@@ -62,6 +62,9 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
+            if seq.hold:  # its last token is in flight and ends it: nothing more to compute
+                i += 1
+                continue
             num = min(seq.num_uncomputed_tokens, budget)
             while not self.block_manager.allocate_slots(seq, num):
                 victim = self.running.pop()  # latest arrival
@@ -99,6 +102,8 @@ class Scheduler:
     def finish_step(self, out: SchedulerOutput) -> None:
         """Count the scheduled tokens as computed and publish newly full blocks to the cache."""
         for item in out.scheduled:
+            if item.seq.is_finished:  # ended (and freed) while its step was in flight
+                continue
             item.seq.num_computed_tokens += item.num_tokens
             self.block_manager.cache_full_blocks(item.seq)
 

@@ -10,6 +10,10 @@ from itertools import count
 
 from ferrum.sampling_params import SamplingParams
 
+# A token sampled on the device whose value the host has not read yet (overlapped steps): the
+# next step's input reads it on the device, and the engine writes the value in when it arrives.
+PENDING = -1
+
 
 class SequenceStatus(Enum):
     WAITING = auto()
@@ -47,17 +51,22 @@ class Sequence:
         self.params = params
         self.finish_reason: str | None = None
         self.stop_reason: str | int | None = None
+        # overlapped steps: trailing PENDING tokens, and whether the last of them ends the
+        # sequence for sure (length), so it must not be scheduled again
+        self.num_pending = 0
+        self.hold = False
 
     def __len__(self) -> int:
         return len(self.token_ids)
 
     @property
     def num_output_tokens(self) -> int:
-        return len(self.token_ids) - self.num_prompt_tokens
+        """Generated tokens whose values are known (pending ones not counted)."""
+        return len(self.token_ids) - self.num_prompt_tokens - self.num_pending
 
     @property
     def output_token_ids(self) -> list[int]:
-        return self.token_ids[self.num_prompt_tokens :]
+        return self.token_ids[self.num_prompt_tokens : len(self.token_ids) - self.num_pending]
 
     @property
     def num_uncomputed_tokens(self) -> int:
@@ -69,6 +78,23 @@ class Sequence:
 
     def append_token(self, token_id: int) -> None:
         self.token_ids.append(token_id)
+
+    def append_pending(self) -> int:
+        """Reserve the next token's place (its value is still on the device); its index."""
+        self.token_ids.append(PENDING)
+        self.num_pending += 1
+        return len(self.token_ids) - 1
+
+    def resolve_pending(self, index: int, token_id: int) -> None:
+        """The oldest pending token's value has arrived."""
+        self.token_ids[index] = token_id
+        self.num_pending -= 1
+
+    def drop_pending(self) -> None:
+        """The sequence ended: forget tokens sampled after its end."""
+        if self.num_pending:
+            del self.token_ids[len(self.token_ids) - self.num_pending :]
+            self.num_pending = 0
 
     def block_tokens(self, i: int, block_size: int) -> list[int]:
         return self.token_ids[i * block_size : (i + 1) * block_size]

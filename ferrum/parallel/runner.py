@@ -15,6 +15,8 @@ from ferrum.parallel.workers import WorkerGroup
 class ParallelModelRunner(ModelRunner):
     """Sends each device-side call to the workers before making it here."""
 
+    supports_overlap = False  # the workers take every input token from rank 0's host
+
     def __init__(
         self,
         model: nn.Module,

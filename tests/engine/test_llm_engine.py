@@ -37,10 +37,17 @@ def model_path(request):
     return request.getfixturevalue(request.param)
 
 
-@pytest.fixture(scope="module")
-def llm(model_path):
+# every test runs with steps one after the other and with overlapped steps (the next step
+# launched before the host reads the last one's tokens: the GPU default, forced here on CPU)
+@pytest.fixture(scope="module", params=[False, True], ids=["sync", "overlap"])
+def llm(model_path, request):
     return LLM(
-        str(model_path), device="cpu", dtype="float32", block_size=4, max_num_batched_tokens=64
+        str(model_path),
+        device="cpu",
+        dtype="float32",
+        block_size=4,
+        max_num_batched_tokens=64,
+        async_scheduling=request.param,
     )
 
 
@@ -72,6 +79,7 @@ def test_preemption_under_tiny_kv_budget_changes_nothing(model_path, llm):
         block_size=4,
         kv_cache_memory=per_block * 24,
         max_num_batched_tokens=64,
+        async_scheduling=llm.engine.overlap,
     )
     outs = small.generate(PROMPTS * 2, GREEDY)
     assert small.engine.stats().num_preemptions > 0
@@ -79,14 +87,16 @@ def test_preemption_under_tiny_kv_budget_changes_nothing(model_path, llm):
     assert small.engine.block_manager.num_free_blocks == small.engine.block_manager.num_blocks
 
 
-def test_prefix_caching_on_and_off_identical(model_path):
+@pytest.mark.parametrize("overlap", [False, True], ids=["sync", "overlap"])
+def test_prefix_caching_on_and_off_identical(model_path, overlap):
     shared = "The quick brown fox jumps over the lazy dog. Paris is the capital of France. "
     prompts = [shared + s for s in ("one", "two", "three")]
     results = []
     for on in (True, False):
         llm = LLM(
-            str(model_path), device="cpu", dtype="float32", block_size=4, enable_prefix_caching=on
-        )
+            str(model_path), device="cpu", dtype="float32", block_size=4,
+            enable_prefix_caching=on, async_scheduling=overlap,
+        )  # fmt: skip
         outs = []
         for p in prompts:  # one by one, so later prompts can hit the cache
             outs.append(llm.generate([p], GREEDY)[0])
@@ -219,3 +229,50 @@ def test_weight_only_quantization_is_an_engine_option(model_path):
     assert len(out.outputs[0].token_ids) == 16
     with pytest.raises(InvalidInputError, match="quantization"):
         LLM(str(model_path), device="cpu", quantization="int3")
+
+
+def test_overlapped_steps_give_the_same_outputs(model_path):
+    """Every way a sequence ends, with and without overlap: length (held out of scheduling
+    with its last token in flight), the context limit, stop tokens mid-batch, stop strings,
+    penalties (which make the engine wait for the tokens), n > 1 with logprobs."""
+    sync, overlap = (
+        LLM(str(model_path), device="cpu", dtype="float32", block_size=4, max_model_len=90,
+            max_num_batched_tokens=24, async_scheduling=mode)
+        for mode in (False, True)
+    )  # fmt: skip
+    assert overlap.engine.overlap and not sync.engine.overlap
+    greedy = sync.generate(PROMPTS, GREEDY)
+    stop_at = greedy[1].outputs[0].token_ids[3]
+    text = greedy[2].outputs[0].text
+    params = [
+        SamplingParams(temperature=0, max_tokens=5, ignore_eos=True),
+        SamplingParams(temperature=0, max_tokens=30, ignore_eos=True, stop_token_ids=[stop_at]),
+        SamplingParams(temperature=0, max_tokens=16, ignore_eos=True, stop=[text[4:7]]),
+        SamplingParams(
+            temperature=0, max_tokens=None, ignore_eos=True
+        ),  # runs into the 90-token context
+        SamplingParams(temperature=0, max_tokens=9, ignore_eos=True, repetition_penalty=1.3),
+        SamplingParams(n=2, temperature=1.0, seed=7, max_tokens=7, logprobs=2, ignore_eos=True),
+    ]
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[2], PROMPTS[1], PROMPTS[0], PROMPTS[3]]
+
+    def result(llm):
+        outs = llm.generate(prompts, params)
+        ends = [
+            [(c.token_ids, c.text, c.finish_reason, c.stop_reason) for c in o.outputs] for o in outs
+        ]
+        # logprobs: the steps group the sequences differently, so float sums may differ a little
+        lps = [lp.logprob for o in outs for c in o.outputs for lp in c.logprobs or []]
+        return ends, lps
+
+    expected, expected_lps = result(sync)
+    assert expected[1][0][2] == "stop" and expected[2][0][2] == "stop"
+    assert expected[3][0][2] == "length"
+    assert len(expected[3][0][0]) + len(sync.tokenizer.encode(prompts[3])) == 90
+    got, lps = result(overlap)
+    assert got == expected
+    assert lps == pytest.approx(expected_lps, abs=1e-4) and len(lps) == 14
+    streamed = [o.outputs[0].delta_token_ids for o in overlap.stream(prompts[1], params[1])]
+    assert [t for d in streamed for t in d] == expected[1][0][0]
+    bm = overlap.engine.block_manager
+    assert bm.num_free_blocks == bm.num_blocks and not overlap.engine.has_unfinished_requests()
