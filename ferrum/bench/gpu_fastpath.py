@@ -456,6 +456,16 @@ def cold_start(cache_dir: str) -> dict:
 # ---- driver -------------------------------------------------------------------------------------
 
 
+def without_overlap(llm, fn, *args):
+    """fn(llm, *args) with the engine's steps one after the other (same engine, same run)."""
+    engine = llm.engine
+    overlap, engine.overlap = engine.overlap, False
+    try:
+        return fn(llm, *args)
+    finally:
+        engine.overlap = overlap
+
+
 def model_figures(alias: str, results: dict, bw: float, quick: bool) -> None:
     from ferrum import LLM
     from ferrum.bench.hf_twin import hf_twin
@@ -480,6 +490,11 @@ def model_figures(alias: str, results: dict, bw: float, quick: bool) -> None:
     kv_tok = engine.runner.kv_bytes_per_block // engine.config.block_size
     vocab = cfg["vocab_size"]
     rate = ferrum_decode1(llm, vocab)
+    overlap = engine.overlap
+
+    entry["overlapped_steps"] = overlap
+    if overlap:
+        entry["decode1_tok_s_steps_not_overlapped"] = without_overlap(llm, ferrum_decode1, vocab)
     ceiling = bw / step_bytes(model, kv_tok, 1, DECODE_PROMPT + DECODE_NEW / 2)
     entry["decode1"] = {
         "ferrum_tok_s": rate,
@@ -496,9 +511,14 @@ def model_figures(alias: str, results: dict, bw: float, quick: bool) -> None:
         )
         c["fraction_of_decode_ceiling"] = c["tok_s"] / c["ceiling_tok_s"]
         c["graph_replay_ms_batch64"] = graph_replay_ms(engine.runner.graphs, CONC_SEQS)
+        if overlap:
+            c["tok_s_steps_not_overlapped"] = without_overlap(llm, concurrent64, vocab)["tok_s"]
         entry["conc64"] = c
     elif not quick:
         entry["offline256"] = offline256(llm)
+        if overlap:
+            sync = without_overlap(llm, offline256)
+            entry["offline256"]["tok_s_steps_not_overlapped"] = sync["tok_s"]
     hf = hf_twin(model, cfg)
     base = transformers_decode1(hf, vocab)
     entry["decode1"].update(transformers_tok_s=base, ratio=rate / base)
