@@ -127,7 +127,10 @@ class DecodeGraphs:
         host[_SLOTS, :n] = slots
         host[_CONTEXT, :n] = positions
         host[_CONTEXT, :n] += 1
-        # padding rows: no slot (nothing stored) and context 0 (zero attention output)
+        # padding rows: token 0 at position 0 (the staging may hold an earlier step's
+        # PENDING id there), no slot (nothing stored), context 0 (zero attention output)
+        host[_IDS, n:batch] = 0
+        host[_POSITIONS, n:batch] = 0
         host[_SLOTS, n:batch] = -1
         host[_CONTEXT, n:batch] = 0
         # the whole buffer (a few KiB): contiguous on both sides, so one plain async copy

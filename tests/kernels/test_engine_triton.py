@@ -37,6 +37,7 @@ def test_triton_backend_engine_matches_torch_backend(arch, request):
         attn.backend = TritonPagedAttention()
     # prompt chunks of 12 tokens (prefill kernel over cached context), mixed and decode steps
     got = [o.outputs[0].token_ids for o in llm.generate(PROMPTS, GREEDY)]
+    llm.close()
     assert got == ref
 
 
@@ -58,8 +59,30 @@ def test_cuda_graphs_equal_eager_and_batch_equals_single(tiny_qwen3):
         assert (llm.engine.runner.graphs is None) == eager
         batched = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
         single = [llm.generate([p], params)[0].outputs[0].token_ids for p in prompts]
+        llm.close()
         assert batched == single
         results.append(batched)
         del llm
         torch.cuda.empty_cache()
+    assert results[0] == results[1]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
+def test_overlapped_graph_steps_with_a_shrinking_batch_equal_sync(tiny_llama):
+    """Sequences ending at different steps: the graph batch shrinks and its padding rows must
+    not keep an earlier step's PENDING token ids."""
+    params = [
+        SamplingParams(temperature=0, max_tokens=n, ignore_eos=True) for n in (3, 9, 17, 30, 5)
+    ]
+    prompts = [f"{PROMPTS[i % 2]} {i}" for i in range(5)]
+    results = []
+    for overlap in (False, True):
+        llm = LLM(
+            str(tiny_llama), device="cuda", dtype="float32", max_num_seqs=8,
+            gpu_memory_utilization=0.2, async_scheduling=overlap,
+        )  # fmt: skip
+        assert llm.engine.overlap == overlap and llm.engine.runner.graphs is not None
+        results.append([o.outputs[0].token_ids for o in llm.generate(prompts, params)])
+        llm.close()
     assert results[0] == results[1]
