@@ -127,12 +127,12 @@ class DecodeGraphs:
         host[_SLOTS, :n] = slots
         host[_CONTEXT, :n] = positions
         host[_CONTEXT, :n] += 1
-        # padding rows: token 0 at position 0 (the staging may hold an earlier step's
-        # PENDING id there), no slot (nothing stored), context 0 (zero attention output)
-        host[_IDS, n:batch] = 0
-        host[_POSITIONS, n:batch] = 0
-        host[_SLOTS, n:batch] = -1
-        host[_CONTEXT, n:batch] = 0
+        # every row past n (the padding and beyond): token 0 at position 0 (the staging may
+        # hold an earlier step's PENDING id), no slot (nothing stored), context 0 (zero output)
+        host[_IDS, n:] = 0
+        host[_POSITIONS, n:] = 0
+        host[_SLOTS, n:] = -1
+        host[_CONTEXT, n:] = 0
         # the whole buffer (a few KiB): contiguous on both sides, so one plain async copy
         self.inputs.copy_(self._host_inputs, non_blocking=True)
         width = max(len(t) for t in block_tables)
