@@ -95,3 +95,14 @@ def free_device_memory(device: torch.device) -> tuple[int, int]:
     if device.type != "cuda":
         raise DeviceError("free_device_memory is only defined for CUDA devices")
     return torch.cuda.mem_get_info(device)
+
+
+def to_device(values, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small host list as a tensor on `device`, without waiting for the device: on CUDA the
+    copy goes through pinned memory, since a copy from pageable memory first waits for all work
+    queued on the stream (which would stall overlapped steps). The caching host allocator keeps
+    the pinned block until the copy is done."""
+    host = torch.tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ferrum.config import EngineConfig
+from ferrum.device import to_device
 from ferrum.engine.cuda_graphs import DecodeGraphs
 from ferrum.engine.sampler import DeviceSample, Sampler, SamplerOutput, SamplingRow
 from ferrum.engine.scheduler import ScheduledSeq
@@ -219,17 +220,19 @@ class ModelRunner:
         meta = build_metadata(
             step.query_lens, step.context_lens, step.block_tables, self.block_size, self.device
         )
-        ids = torch.tensor(step.input_ids, dtype=torch.long).to(self.device, non_blocking=True)
-        pos = torch.tensor(step.positions, dtype=torch.long).to(self.device, non_blocking=True)
+        ids = to_device(step.input_ids, torch.long, self.device)
+        pos = to_device(step.positions, torch.long, self.device)
         if step.pending_rows:
             ids[self._index(step.pending_rows)] = self._pending_tokens(step)
         hidden = self.model(ids, pos, meta)  # (T, hidden)
         if not step.sample_rows:
             return None
-        return self.model.compute_logits(hidden[step.sample_rows])  # (S, vocab)
+        if len(step.sample_rows) != hidden.shape[0]:  # a Python-list index copies pageably
+            hidden = hidden[self._index(step.sample_rows)]
+        return self.model.compute_logits(hidden)  # (S, vocab)
 
     def _index(self, rows: list[int]) -> torch.Tensor:
-        return torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
+        return to_device(rows, torch.long, self.device)
 
     def _pending_tokens(self, step: StepInput) -> torch.Tensor:
         """The previous step's sampled tokens that this step's pending rows read."""
@@ -269,5 +272,5 @@ class ModelRunner:
             pending = (self._index(step.pending_rows), self._pending_tokens(step))
         logits = self.graphs.run(step.input_ids, step.positions, slots, step.block_tables, pending)
         if len(step.sample_rows) != len(step.input_ids):  # a one-token chunk that does not sample
-            logits = logits[step.sample_rows]
+            logits = logits[self._index(step.sample_rows)]
         return logits

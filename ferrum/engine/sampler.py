@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ferrum.device import to_device
 from ferrum.sampling_params import SamplingParams
 
 
@@ -65,12 +66,12 @@ def _filter(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
     dev = logits.device
     ordered, order = logits.sort(dim=-1, descending=True)  # (B, V)
     rank = torch.arange(vocab, device=dev)[None, :]
-    drop = rank >= torch.tensor(top_k, device=dev)[:, None]
+    drop = rank >= to_device(top_k, torch.long, dev)[:, None]
     probs = ordered.masked_fill(drop, float("-inf")).softmax(-1)
     # keep the smallest prefix whose mass reaches top_p (the first token always stays)
     before = probs.cumsum(-1) - probs
-    drop |= before >= torch.tensor(top_p, device=dev, dtype=probs.dtype)[:, None]
-    drop |= probs < torch.tensor(min_p, device=dev, dtype=probs.dtype)[:, None] * probs[:, :1]
+    drop |= before >= to_device(top_p, probs.dtype, dev)[:, None]
+    drop |= probs < to_device(min_p, probs.dtype, dev)[:, None] * probs[:, :1]
     drop[:, 0] = False
     return logits.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
 
@@ -121,12 +122,9 @@ class Sampler:
         tokens = logits.argmax(-1)
         sampled = [i for i, r in enumerate(rows) if not r.params.greedy]
         if sampled:
-            idx = torch.tensor(sampled, device=logits.device)
-            temps = torch.tensor(
-                [rows[i].params.temperature for i in sampled],
-                device=logits.device,
-                dtype=logits.dtype,
-            )
+            idx = to_device(sampled, torch.long, logits.device)
+            temps = [rows[i].params.temperature for i in sampled]
+            temps = to_device(temps, logits.dtype, logits.device)
             scaled = _filter(logits[idx] / temps[:, None], [rows[i] for i in sampled])
             probs = scaled.softmax(-1)
             noise = torch.empty_like(probs)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ferrum.device import to_device
 from ferrum.layers.norm import RMSNorm
 from ferrum.layers.rotary import apply_rotary
 
@@ -215,7 +216,7 @@ def build_metadata(
         cu.append(cu[-1] + q_len)
 
     def tensor(x, dtype):
-        return torch.tensor(x, dtype=dtype).to(device, non_blocking=True)
+        return to_device(x, dtype, device)
 
     return AttentionMetadata(
         slot_mapping=tensor(slots, torch.int64),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ferrum.device import to_device
 from ferrum.layers.attention import AttentionMetadata
 from ferrum.layers.norm import RMSNorm
 
@@ -50,8 +51,8 @@ def plan_step(meta: AttentionMetadata, num_kv_heads: int, device: torch.device) 
         splits = num_splits_for(max(len(decode), 1), num_kv_heads, device_sms(device))
         plan = StepPlan(
             splits,
-            torch.tensor(decode, dtype=torch.int32).to(device, non_blocking=True),
-            torch.tensor(prefill, dtype=torch.int32).to(device, non_blocking=True),
+            to_device(decode, torch.int32, device),
+            to_device(prefill, torch.int32, device),
             max((meta.query_lens[i] for i in prefill), default=0),
         )
     setattr(meta, _PLAN_ATTR, plan)
