@@ -1,0 +1,86 @@
+"""Compile every Triton kernel for sm_90 (H100) on a machine without a GPU.
+
+Triton's CPU interpreter runs the kernels in CI but accepts programs its compiler refuses (a
+name re-bound with a new shape inside a branch, say), so each kernel is also put through the
+real compiler (front end, LLVM and the ptxas bundled with triton) for Hopper, at the shapes and
+dtypes the engine launches. Run as a script, without TRITON_INTERPRET:
+
+    python -m tests.kernels.hopper_compile
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# (module, kernel, argument types by name (the rest are i32), constexpr values)
+PTR_BF16 = "*bf16"
+CASES = [
+    ("norm", "_rms_norm_kernel",
+     {"x_ptr": PTR_BF16, "res_ptr": PTR_BF16, "w_ptr": PTR_BF16, "out_ptr": PTR_BF16,
+      "res_out_ptr": PTR_BF16, "stride_xa": "i64", "stride_xb": "i64", "eps": "fp32"},
+     {"D": 1024, "BLOCK_D": 1024, "HAS_RESIDUAL": True, "ROUND": True}),
+    ("rotary", "_rotary_kernel",
+     {"x_ptr": PTR_BF16, "cos_ptr": PTR_BF16, "sin_ptr": PTR_BF16, "out_ptr": PTR_BF16,
+      "stride_xt": "i64", "stride_xh": "i64", "stride_ct": "i64"},
+     {"HALF": 64, "BLOCK_H": 16, "BLOCK_HALF": 64, "ROUND": True}),
+    ("store_kv", "_store_kv_kernel",
+     {"k_ptr": PTR_BF16, "v_ptr": PTR_BF16, "cache_ptr": PTR_BF16, "slot_ptr": "*i64",
+      "stride_kt": "i64", "stride_vt": "i64", "plane": "i64"},
+     {"HD": 1024, "BLOCK": 1024}),
+    ("activation", "_silu_and_mul_kernel",
+     {"x_ptr": PTR_BF16, "out_ptr": PTR_BF16, "stride_xt": "i64"},
+     {"BLOCK": 1024, "ROUND": True}),
+    *[
+        ("qk_rope_store", "_qk_rope_store_kernel",
+         {"qkv_ptr": PTR_BF16, "cos_ptr": PTR_BF16, "sin_ptr": PTR_BF16, "qw_ptr": PTR_BF16,
+          "kw_ptr": PTR_BF16, "q_out": PTR_BF16, "cache_ptr": PTR_BF16, "slot_ptr": "*i64",
+          "stride_t": "i64", "stride_h": "i64", "stride_ct": "i64", "plane": "i64",
+          "eps": "fp32"},
+         {"D": 128, "HALF": 64, "BLOCK_H": 16, "BLOCK_KV": 8, "BLOCK_HALF": 64,
+          "QK_NORM": qk_norm, "ROUND": True})
+        for qk_norm in (True, False)
+    ],
+    *[
+        ("paged_decode", "_decode_kernel",
+         {"q_ptr": PTR_BF16, "k_cache": PTR_BF16, "v_cache": PTR_BF16, "out_ptr": PTR_BF16,
+          "part_o": "*fp32", "part_lse": "*fp32", "cu_q": "*i32", "ctx_lens": "*i32",
+          "tables": "*i32", "seq_ids": "*i32", "scale_log2": "fp32"},
+         {"G": 4, "D": 128, "BLOCK_G": 16, "BLOCK_D": 128, "BLOCK_N": 64,
+          "HAS_SEQ_IDS": seq_ids, "DOT_PRECISION": "tf32"})
+        for seq_ids in (False, True)
+    ],
+    ("paged_decode", "_reduce_kernel",
+     {"out_ptr": PTR_BF16, "part_o": "*fp32", "part_lse": "*fp32", "cu_q": "*i32",
+      "seq_ids": "*i32"},
+     {"D": 128, "BLOCK_D": 128, "MAX_SPLITS": 32, "HAS_SEQ_IDS": False}),
+    ("paged_prefill", "_prefill_kernel",
+     {"q_ptr": PTR_BF16, "k_cache": PTR_BF16, "v_cache": PTR_BF16, "out_ptr": PTR_BF16,
+      "cu_q": "*i32", "ctx_lens": "*i32", "tables": "*i32", "seq_ids": "*i32",
+      "scale_log2": "fp32"},
+     {"G": 4, "D": 128, "BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_D": 128, "DOT_PRECISION": "tf32"}),
+]  # fmt: skip
+
+
+def compile_all() -> list[str]:
+    """Names of the kernels compiled; raises on the first one that does not compile."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    target = GPUTarget("cuda", 90, 32)
+    done = []
+    for module, name, types, constexprs in CASES:
+        kernel = getattr(importlib.import_module(f"ferrum.kernels.{module}"), name)
+        signature = {arg: types.get(arg, "i32") for arg in kernel.arg_names}
+        signature.update({arg: "constexpr" for arg in constexprs})
+        source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+        triton.compile(source, target=target)
+        done.append(f"{module}.{name}{sorted(constexprs.items())}")
+    return done
+
+
+if __name__ == "__main__":
+    for line in compile_all():
+        print("compiled", line)
+    sys.exit(0)
