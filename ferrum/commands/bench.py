@@ -18,6 +18,7 @@ import typer
 
 from ferrum.commands import app
 from ferrum.commands.options import (
+    AsyncScheduling,
     Device,
     Dtype,
     EnforceEager,
@@ -156,6 +157,7 @@ def bench(
     gpu_memory_utilization: GpuMemoryUtilization = 0.9,
     prefix_caching: PrefixCaching = True,
     enforce_eager: EnforceEager = False,
+    async_scheduling: AsyncScheduling = None,
     quantization: Quantization = None,
     tensor_parallel_size: TensorParallelSize = 1,
 ) -> None:
@@ -229,6 +231,7 @@ def bench(
                 gpu_memory_utilization,
                 prefix_caching,
                 enforce_eager=enforce_eager,
+                async_scheduling=async_scheduling,
                 quantization=quantization,
                 tensor_parallel_size=tensor_parallel_size,
             ),

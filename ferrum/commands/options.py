@@ -34,6 +34,13 @@ Quantization = Annotated[
 EnforceEager = Annotated[
     bool, typer.Option("--enforce-eager", help="GPU: no CUDA graphs for decode steps.")
 ]
+AsyncScheduling = Annotated[
+    bool | None,
+    typer.Option(
+        "--async-scheduling/--no-async-scheduling",
+        help="Overlap each step's host work with the device's previous step (default: on CUDA).",
+    ),
+]
 TensorParallelSize = Annotated[
     int,
     typer.Option(
@@ -52,6 +59,7 @@ def engine_options(
     enforce_eager: bool = False,
     quantization: str | None = None,
     tensor_parallel_size: int = 1,
+    async_scheduling: bool | None = None,
 ) -> dict:
     """The keyword options of `ferrum.LLM` for these flags."""
     return {
@@ -64,4 +72,5 @@ def engine_options(
         "enforce_eager": enforce_eager,
         "quantization": quantization,
         "tensor_parallel_size": tensor_parallel_size,
+        "async_scheduling": async_scheduling,
     }

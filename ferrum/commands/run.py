@@ -14,6 +14,7 @@ import typer
 
 from ferrum.commands import app
 from ferrum.commands.options import (
+    AsyncScheduling,
     Device,
     Dtype,
     EnforceEager,
@@ -71,6 +72,7 @@ def run(
     gpu_memory_utilization: GpuMemoryUtilization = 0.9,
     prefix_caching: PrefixCaching = True,
     enforce_eager: EnforceEager = False,
+    async_scheduling: AsyncScheduling = None,
     quantization: Quantization = None,
     tensor_parallel_size: TensorParallelSize = 1,
 ) -> None:
@@ -114,6 +116,7 @@ def run(
             gpu_memory_utilization,
             prefix_caching,
             enforce_eager=enforce_eager,
+            async_scheduling=async_scheduling,
             quantization=quantization,
             tensor_parallel_size=tensor_parallel_size,
         ),

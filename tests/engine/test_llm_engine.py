@@ -276,3 +276,23 @@ def test_overlapped_steps_give_the_same_outputs(model_path):
     assert [t for d in streamed for t in d] == expected[1][0][0]
     bm = overlap.engine.block_manager
     assert bm.num_free_blocks == bm.num_blocks and not overlap.engine.has_unfinished_requests()
+
+
+def test_async_scheduling_flag(tiny_llama):
+    """`--async-scheduling` reaches the engine (forced on here, on CPU) and prints what
+    `--no-async-scheduling` prints."""
+    from typer.testing import CliRunner
+
+    from ferrum.commands import _register, app
+    from ferrum.commands.options import engine_options
+
+    options = engine_options(8, 64, None, None, 0.9, True, async_scheduling=True)
+    assert LLM(str(tiny_llama), device="cpu", **options).engine.overlap
+    _register()
+    args = ["run", str(tiny_llama), "--prompt", "hello world", "--max-tokens", "12"]
+    args += ["--temperature", "0", "--device", "cpu"]
+    runner = CliRunner()
+    on = runner.invoke(app, [*args, "--async-scheduling"])
+    off = runner.invoke(app, [*args, "--no-async-scheduling"])
+    assert on.exit_code == 0 and off.exit_code == 0, on.output + off.output
+    assert on.stdout == off.stdout and on.stdout.strip()
