@@ -2,8 +2,10 @@
 
 `add_request` validates and queues; `step` schedules, runs the model once, samples, detokenizes,
 applies the stopping rules and returns the outputs of every request that changed. `abort_request`
-frees a request's blocks at once. Synchronous and single-threaded; `AsyncLLMEngine` drives it from
-a thread for the server.
+frees a request's blocks at once. Single-threaded; `AsyncLLMEngine` drives it from a thread for
+the server. On CUDA the steps overlap (`EngineConfig.async_scheduling`): `step` launches step k
+before it reads step k-1's tokens, so the host's scheduling and bookkeeping run while the device
+computes, and each call returns the outputs of the step before.
 """
 
 from __future__ import annotations

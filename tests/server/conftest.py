@@ -49,8 +49,9 @@ def serve_llm(llm: LLM, config: ServerConfig | None = None, **served) -> ServerS
 
 @pytest.fixture(scope="module")
 def served_llm(tiny_llama) -> LLM:
-    """The model behind the server (its engine is driven by the server's engine thread)."""
-    return LLM(str(tiny_llama), device="cpu", max_num_seqs=64)
+    """The model behind the server (its engine is driven by the server's engine thread), with
+    overlapped steps as on a GPU; the reference below runs its steps one after the other."""
+    return LLM(str(tiny_llama), device="cpu", max_num_seqs=64, async_scheduling=True)
 
 
 @pytest.fixture(scope="module")
