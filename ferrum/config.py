@@ -42,6 +42,9 @@ class EngineConfig:
     # overlap each step's host work with the device's work on the step before (the next step
     # reads the sampled tokens on the device); None: on for one CUDA device
     async_scheduling: bool | None = None
+    # one GPU: decode steps of at most 16 sequences run each decoder layer's projections as
+    # skinny GEMMs with the norms and the activation folded in (being measured; off by default)
+    skinny_gemm: bool = False
 
     def __post_init__(self) -> None:
         checks = [

@@ -15,6 +15,9 @@
    512-out requests on Llama-3.1-8B; cold start of Llama-3.1-8B to its first token in a fresh
    process with an empty Triton cache.
 
+The skinny section compares EngineConfig.skinny_gemm (decode projections as skinny GEMMs with the
+norms and activation folded in) with the default: float32 greedy tokens and bf16 decode-1.
+
 With --tune the decode kernel's launch shapes (tile, warps, stages, programs per SM) are timed
 first on the three workload shapes and the best is used for everything after (the numerics do
 not depend on it). Each decode-1 figure also gets the GPU time of one graph replay, so the host
@@ -339,6 +342,50 @@ def batch_invariance() -> dict:
     }
 
 
+def skinny_figures() -> dict:
+    """EngineConfig.skinny_gemm against the default, same run: float32 greedy tokens (8
+    requests x 48, graphs) and bf16 decode-1 of each model with its graph replay time."""
+    from ferrum import LLM, SamplingParams
+
+    rng = random.Random(9)
+    prompts = [[rng.randrange(1000, 20000) for _ in range(rng.randint(5, 40))] for _ in range(8)]
+    params = SamplingParams(temperature=0, max_tokens=48, ignore_eos=True)
+    tokens = {}
+    for skinny in (False, True):
+        torch.manual_seed(0)
+        llm = LLM(
+            "qwen3:0.6b", random_weights=True, device="cuda", dtype="float32", max_num_seqs=8,
+            gpu_memory_utilization=0.3, skinny_gemm=skinny,
+        )  # fmt: skip
+        tokens[skinny] = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
+        llm.close()
+        del llm
+        release()
+    same = sum(
+        next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), len(x))
+        for x, y in zip(tokens[False], tokens[True])
+    )
+    result: dict = {"fp32_greedy_common_tokens": f"{same} of {8 * 48}"}
+    for alias in ("qwen3:0.6b", "llama3.1:8b"):
+        vocab = None
+        for skinny in (False, True):
+            llm = LLM(
+                alias, random_weights=True, device="cuda", dtype="bfloat16", max_num_seqs=16,
+                max_model_len=4096, skinny_gemm=skinny,
+            )  # fmt: skip
+            vocab = vocab or llm.engine.vocab_size
+            key = f"{alias}:{'skinny' if skinny else 'default'}"
+            result[key] = {
+                "decode1_tok_s": ferrum_decode1(llm, vocab),
+                "graph_replay_ms": graph_replay_ms(llm.engine.runner.graphs, 1),
+            }
+            print(key, result[key], flush=True)
+            llm.close()
+            del llm
+            release()
+    return result
+
+
 # ---- figures ------------------------------------------------------------------------------------
 
 
@@ -606,7 +653,7 @@ def main() -> None:
         action="store_true",
         help="first time the decode kernel's launch shapes, keep the best",
     )
-    ap.add_argument("--skip", default="", help="comma list of: parity,batch,qwen,llama,cold")
+    ap.add_argument("--skip", default="", help="comma list of: parity,batch,skinny,qwen,llama,cold")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import transformers
@@ -641,6 +688,7 @@ def main() -> None:
         section("tune", lambda: results.__setitem__("decode_tuning", tune_decode()))
     section("parity", lambda: results.__setitem__("parity", parity_checks()))
     section("batch", lambda: results.__setitem__("batch", batch_invariance()))
+    section("skinny", lambda: results.__setitem__("skinny_gemm", skinny_figures()))
     section("qwen", lambda: model_figures("qwen3:0.6b", results, bw, args.quick))
     section("llama", lambda: model_figures("llama3.1:8b", results, bw, args.quick))
     if not args.quick and "cold" not in skip:

@@ -89,6 +89,10 @@ class ModelRunner:
 
             for attn in self.attention_layers:
                 attn.backend = TritonPagedAttention()
+            if self.config.skinny_gemm and self.config.tensor_parallel_size == 1:
+                for module in model.modules():
+                    if hasattr(module, "skinny"):
+                        module.skinny = True
 
     @property
     def kv_bytes_per_block(self) -> int:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ferrum.kernels import interpreting
 from ferrum.layers.activation import SiluAndMul
 from ferrum.layers.attention import Attention, AttentionMetadata
 from ferrum.layers.linear import gate_up_linear, qkv_linear
@@ -30,6 +31,7 @@ FUSED_PROJECTIONS: dict[str, tuple[str, str | int]] = {
     "gate_proj": ("gate_up_proj", 0),
     "up_proj": ("gate_up_proj", 1),
 }
+SKINNY_ROWS = 16  # ferrum.kernels.skinny_gemm.MAX_ROWS (kept here: triton may be absent)
 # Computed rope tables some checkpoints carry; ours is rebuilt, never loaded.
 IGNORED_SUFFIX = "rotary_emb.inv_freq"
 
@@ -59,10 +61,16 @@ class LlamaAttention(nn.Module):
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
-        tokens = x.shape[0]
-        qkv = self.qkv_proj(x).view(tokens, -1, self.head_dim)  # (T, H+2Hkv, D)
+        return self.o_proj(self.attend(self.qkv_proj(x), cos, sin, meta))
+
+    def attend(
+        self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        """(T, H+2Hkv * D) projections -> (T, H * D) attention output, before o_proj."""
+        tokens = qkv.shape[0]
+        qkv = qkv.view(tokens, -1, self.head_dim)  # (T, H+2Hkv, D)
         out = self.attn.forward_qkv(qkv, cos, sin, meta, self.q_norm, self.k_norm)  # (T, H, D)
-        return self.o_proj(out.reshape(tokens, -1))
+        return out.reshape(tokens, -1)
 
 
 class LlamaMLP(nn.Module):
@@ -83,7 +91,11 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    """One pre-norm block; carries the residual stream separately so norms can fuse the add."""
+    """One pre-norm block; carries the residual stream separately so norms can fuse the add.
+
+    With `skinny` set (EngineConfig.skinny_gemm, one GPU) a step of at most MAX_ROWS tokens runs
+    its four projections as skinny GEMMs with the norms and the activation folded in (four
+    kernels instead of seven; `ferrum.kernels.skinny_gemm`)."""
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -91,6 +103,7 @@ class LlamaDecoderLayer(nn.Module):
         self.self_attn = LlamaAttention(config)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = LlamaMLP(config)
+        self.skinny = False
 
     def forward(
         self,
@@ -100,6 +113,8 @@ class LlamaDecoderLayer(nn.Module):
         sin: torch.Tensor,
         meta: AttentionMetadata,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.skinny and x.shape[0] <= SKINNY_ROWS and (x.is_cuda or interpreting()):
+            return self._forward_skinny(x, residual, cos, sin, meta)
         if residual is None:
             residual, x = x, self.input_layernorm(x)
         else:
@@ -107,6 +122,25 @@ class LlamaDecoderLayer(nn.Module):
         x = self.self_attn(x, cos, sin, meta)
         x, residual = self.post_attention_layernorm(x, residual)
         return self.mlp(x), residual
+
+    def _forward_skinny(self, x, residual, cos, sin, meta) -> tuple[torch.Tensor, torch.Tensor]:
+        from ferrum.kernels.skinny_gemm import skinny_linear
+
+        attn, mlp = self.self_attn, self.mlp
+        norm1, norm2 = self.input_layernorm, self.post_attention_layernorm
+
+        def normed_linear(linear, norm, x, residual):
+            out = skinny_linear(
+                x, linear.weight, linear.bias, "rmsnorm", norm.weight, norm.eps, residual
+            )
+            return (out, x) if residual is None else out  # (projection, residual stream)
+
+        qkv, residual = normed_linear(attn.qkv_proj, norm1, x, residual)
+        out = attn.attend(qkv, cos, sin, meta)
+        x = skinny_linear(out, attn.o_proj.weight, attn.o_proj.bias)
+        gate_up, residual = normed_linear(mlp.gate_up_proj, norm2, x, residual)
+        down = mlp.down_proj
+        return skinny_linear(gate_up, down.weight, down.bias, "silu_mul"), residual
 
 
 class LlamaModel(nn.Module):

@@ -59,6 +59,15 @@ CASES = [
       "cu_q": "*i32", "ctx_lens": "*i32", "tables": "*i32", "seq_ids": "*i32",
       "scale_log2": "fp32"},
      {"G": 4, "D": 128, "BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_D": 128, "DOT_PRECISION": "tf32"}),
+    *[
+        ("skinny_gemm", "_skinny_gemm_kernel",
+         {"x_ptr": PTR_BF16, "w_ptr": PTR_BF16, "b_ptr": PTR_BF16, "out_ptr": PTR_BF16,
+          "res_ptr": PTR_BF16, "res_out_ptr": PTR_BF16, "nw_ptr": PTR_BF16, "stride_xm": "i64",
+          "stride_wn": "i64", "stride_om": "i64", "eps": "fp32"},
+         {"PROLOGUE": prologue, "HAS_RESIDUAL": prologue == 1, "HAS_BIAS": prologue == 2,
+          "ROUND": True, "BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 128, "DOT_PRECISION": "tf32"})
+        for prologue in (0, 1, 2)
+    ],
 ]  # fmt: skip
 
 

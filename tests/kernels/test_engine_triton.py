@@ -86,3 +86,31 @@ def test_overlapped_graph_steps_with_a_shrinking_batch_equal_sync(tiny_llama):
         results.append([o.outputs[0].token_ids for o in llm.generate(prompts, params)])
         llm.close()
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("arch", ["tiny_qwen3", "tiny_llama"])
+def test_skinny_gemm_layers_give_the_torch_path_tokens(arch, request):
+    """Decoder layers with their projections as skinny GEMMs (norms and activation folded in)
+    give the greedy tokens of the plain layers; steps of more than 16 tokens (prompts) keep
+    the plain path."""
+    from ferrum.layers.triton_attention import TritonPagedAttention
+    from ferrum.models.llama import LlamaDecoderLayer
+
+    options = {"gpu_memory_utilization": 0.2} if DEVICE.type == "cuda" else {}
+    llm = LLM(
+        str(request.getfixturevalue(arch)), device=DEVICE.type, dtype="float32",
+        enforce_eager=True, skinny_gemm=True, **options,
+    )  # fmt: skip
+    layers = [m for m in llm.engine.model.modules() if isinstance(m, LlamaDecoderLayer)]
+    for attn in llm.engine.runner.attention_layers:
+        attn.backend = TritonPagedAttention()
+    assert all(layer.skinny for layer in layers) == (DEVICE.type == "cuda")  # set on CUDA only
+    prompts = [*PROMPTS, "a much longer prompt " * 3]
+    for layer in layers:
+        layer.skinny = False
+    ref = [o.outputs[0].token_ids for o in llm.generate(prompts, GREEDY)]
+    for layer in layers:
+        layer.skinny = True
+    got = [o.outputs[0].token_ids for o in llm.generate(prompts, GREEDY)]
+    llm.close()
+    assert got == ref

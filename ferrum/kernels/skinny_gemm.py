@@ -1,0 +1,152 @@
+"""out = f(x) @ W.T (+ bias) for a few rows of x (decode steps of up to BLOCK_M sequences), with
+the operation before the matmul done inside it.
+
+A decode step of a small model is a chain of microsecond-scale kernels; its linear layers are
+matrix-vector products that read each weight once, and cuBLAS spends about as long starting them
+as streaming their bytes. Here each program owns BLOCK_N output columns, streams its rows of W in
+BLOCK_K slices and multiplies them with x padded to BLOCK_M rows on the tensor cores; and the
+prologue that would be a kernel of its own is folded in, recomputed by every program on the
+small x slice it needs:
+
+- "none": x as it is;
+- "rmsnorm": RMSNorm of x (after adding `residual`, when given: program 0 also writes the new
+  residual stream), as the decoder block's norms before the qkv and gate-up projections;
+- "silu_mul": x is [gate | up] and the input is silu(gate) * up, the MLP's activation before
+  the down projection.
+
+Rounding follows the separate kernels (norm.py, activation.py): in a low-precision dtype the
+prologue's output is rounded to that dtype before the matmul, as the torch path stores it.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+PROLOGUES = {"none": 0, "rmsnorm": 1, "silu_mul": 2}
+MAX_ROWS = 16  # BLOCK_M: tl.dot needs 16 rows; x is padded to it
+
+
+@triton.jit
+def _skinny_gemm_kernel(
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    out_ptr,
+    res_ptr,
+    res_out_ptr,
+    nw_ptr,
+    M,
+    N,
+    K,  # columns of W: the prologue's output width (half of x's for silu_mul)
+    stride_xm,
+    stride_wn,
+    stride_om,
+    eps,
+    PROLOGUE: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ROUND: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    dt = out_ptr.dtype.element_ty
+    m = tl.arange(0, BLOCK_M)[:, None]
+    mmask = m < M
+    n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = n < N
+    kk = tl.arange(0, BLOCK_K)[None, :]
+
+    if PROLOGUE == 1:  # the rows' mean squares first: one pass over x (+ residual)
+        sq = tl.zeros([BLOCK_M, BLOCK_K], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + kk
+            mask = mmask & (k < K)
+            xs = tl.load(x_ptr + m * stride_xm + k, mask=mask, other=0.0).to(tl.float32)
+            if HAS_RESIDUAL:
+                xs = xs + tl.load(res_ptr + m * K + k, mask=mask, other=0.0).to(tl.float32)
+                xs = xs.to(dt).to(tl.float32)  # the residual stream is stored in dt
+            sq += xs * xs
+        rstd = 1.0 / tl.sqrt(tl.sum(sq, 1) / K + eps)  # (BLOCK_M,)
+
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + kk
+        kmask = k < K
+        mask = mmask & kmask
+        if PROLOGUE == 2:
+            gate = tl.load(x_ptr + m * stride_xm + k, mask=mask, other=0.0).to(tl.float32)
+            up = tl.load(x_ptr + m * stride_xm + K + k, mask=mask, other=0.0).to(tl.float32)
+            act = gate / (1.0 + tl.exp(-gate))
+            if ROUND:  # silu(gate) is a tensor of dt before the product
+                act = act.to(dt).to(tl.float32)
+            a = (act * up).to(dt)
+        else:
+            xs = tl.load(x_ptr + m * stride_xm + k, mask=mask, other=0.0).to(tl.float32)
+            if PROLOGUE == 1:
+                if HAS_RESIDUAL:
+                    xs = xs + tl.load(res_ptr + m * K + k, mask=mask, other=0.0).to(tl.float32)
+                    xs = xs.to(dt).to(tl.float32)
+                    if pid == 0:
+                        tl.store(res_out_ptr + m * K + k, xs.to(dt), mask=mask)
+                y = xs * rstd[:, None]
+                if ROUND:
+                    y = y.to(dt).to(tl.float32)
+                y = y * tl.load(nw_ptr + k, mask=kmask, other=0.0).to(tl.float32)
+                a = y.to(dt)
+            else:
+                a = xs.to(dt)
+        w = tl.load(
+            w_ptr + n[:, None] * stride_wn + k, mask=nmask[:, None] & kmask, other=0.0
+        )  # (BLOCK_N, BLOCK_K)
+        acc += tl.dot(a, tl.trans(w.to(dt)), input_precision=DOT_PRECISION)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + n, mask=nmask, other=0.0).to(tl.float32)[None, :]
+    tl.store(out_ptr + m * stride_om + n[None, :], acc.to(dt), mask=mmask & nmask[None, :])
+
+
+def skinny_linear(
+    x: torch.Tensor,  # (M, K), or (M, 2K) for silu_mul; M <= MAX_ROWS
+    weight: torch.Tensor,  # (N, K)
+    bias: torch.Tensor | None = None,
+    prologue: str = "none",
+    norm_weight: torch.Tensor | None = None,  # (K,) for rmsnorm
+    eps: float = 1e-6,
+    residual: torch.Tensor | None = None,  # (M, K) for rmsnorm: added to x first
+    block_n: int = 32,
+    block_k: int = 128,
+    num_warps: int = 4,
+    num_stages: int = 4,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """f(x) @ weight.T + bias; with rmsnorm and a residual, (out, x + residual)."""
+    rows, width = x.shape
+    if rows > MAX_ROWS:
+        raise ValueError(f"skinny_linear takes at most {MAX_ROWS} rows, got {rows}")
+    kind = PROLOGUES[prologue]
+    k = width // 2 if kind == 2 else width
+    n = weight.shape[0]
+    if weight.shape[1] != k or weight.stride(1) != 1:
+        raise ValueError(f"weight {tuple(weight.shape)} does not take {k} inputs contiguously")
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    out = torch.empty(rows, n, dtype=x.dtype, device=x.device)
+    res_out = out
+    if residual is not None:
+        residual = residual.contiguous()
+        res_out = torch.empty(rows, k, dtype=x.dtype, device=x.device)
+    if rows:
+        _skinny_gemm_kernel[(triton.cdiv(n, block_n),)](
+            x, weight, bias if bias is not None else weight, out,
+            residual if residual is not None else x, res_out,
+            norm_weight if norm_weight is not None else weight,
+            rows, n, k, x.stride(0), weight.stride(0), out.stride(0), eps,
+            PROLOGUE=kind, HAS_RESIDUAL=residual is not None, HAS_BIAS=bias is not None,
+            ROUND=x.dtype != torch.float32, BLOCK_M=MAX_ROWS, BLOCK_N=block_n,
+            BLOCK_K=block_k, DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
+            num_warps=num_warps, num_stages=num_stages,
+        )  # fmt: skip
+    return out if residual is None else (out, res_out)

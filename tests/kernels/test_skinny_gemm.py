@@ -1,0 +1,90 @@
+"""The skinny GEMM (a few rows, prologue fused) against the torch layers it replaces:
+RMSNorm (+ residual) then Linear, SiLU-and-mul then Linear, and a plain Linear."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ferrum.layers.activation import SiluAndMul
+from ferrum.layers.norm import RMSNorm
+from tests.kernels.conftest import DEVICE, DTYPES, tolerance
+
+# (rows, K, N): a decode step of 1..16 sequences; widths that are not multiples of the blocks
+SHAPES = [(1, 256, 96), (3, 200, 64), (16, 96, 40)]
+
+
+def _weights(n: int, k: int, dtype, gen, bias: bool):
+    w = (torch.randn(n, k, generator=gen) / k**0.5).to(DEVICE, dtype)
+    b = torch.randn(n, generator=gen).to(DEVICE, dtype) if bias else None
+    return w, b
+
+
+def _close(got, ref, dtype):
+    # the matmul sums in another order than the reference's; a few bf16/fp16 ulps of the output
+    tol = tolerance(dtype)
+    torch.testing.assert_close(got.float(), ref.float(), atol=4 * tol["atol"], rtol=4 * tol["rtol"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("bias", [False, True])
+def test_plain(dtype, shape, bias):
+    from ferrum.kernels.skinny_gemm import skinny_linear
+
+    rows, k, n = shape
+    gen = torch.Generator().manual_seed(rows * k + n)
+    x = torch.randn(rows, k, generator=gen).to(DEVICE, dtype)
+    w, b = _weights(n, k, dtype, gen, bias)
+    _close(skinny_linear(x, w, b, block_n=32, block_k=64), F.linear(x, w, b), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_rmsnorm_prologue(dtype, shape, with_residual):
+    from ferrum.kernels.skinny_gemm import skinny_linear
+
+    rows, k, n = shape
+    gen = torch.Generator().manual_seed(7 + rows)
+    x = (torch.randn(rows, k, generator=gen) * 3).to(DEVICE, dtype)
+    res = torch.randn(rows, k, generator=gen).to(DEVICE, dtype) if with_residual else None
+    norm = RMSNorm(k, 1e-5).to(DEVICE, dtype)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(k, generator=gen) + 0.5)
+    w, _ = _weights(n, k, dtype, gen, False)
+    if with_residual:
+        normed, ref_res = norm.forward_torch(x, res)
+        out, new_res = skinny_linear(
+            x, w, prologue="rmsnorm", norm_weight=norm.weight, eps=norm.eps, residual=res,
+            block_n=16, block_k=64,
+        )  # fmt: skip
+        torch.testing.assert_close(new_res, ref_res, atol=0, rtol=0)  # one rounded add: exact
+    else:
+        normed = norm.forward_torch(x)
+        out = skinny_linear(x, w, prologue="rmsnorm", norm_weight=norm.weight, eps=norm.eps)
+    _close(out, F.linear(normed, w), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_silu_mul_prologue(dtype, shape):
+    from ferrum.kernels.skinny_gemm import skinny_linear
+
+    rows, k, n = shape
+    gen = torch.Generator().manual_seed(11 + k)
+    gate_up = (torch.randn(rows, 2 * k, generator=gen) * 3).to(DEVICE, dtype)
+    w, b = _weights(n, k, dtype, gen, True)
+    ref = F.linear(SiluAndMul().forward_torch(gate_up), w, b)
+    _close(skinny_linear(gate_up, w, b, prologue="silu_mul", block_k=64), ref, dtype)
+
+
+def test_bad_shapes_are_refused():
+    from ferrum.kernels.skinny_gemm import skinny_linear
+
+    w = torch.zeros(8, 32, device=DEVICE)
+    with pytest.raises(ValueError, match="at most"):
+        skinny_linear(torch.zeros(17, 32, device=DEVICE), w)
+    with pytest.raises(ValueError, match="inputs"):
+        skinny_linear(torch.zeros(2, 30, device=DEVICE), w)
