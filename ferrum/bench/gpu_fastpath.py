@@ -310,24 +310,26 @@ def parity_checks() -> list[dict]:
     return results
 
 
+def _fp32_qwen(**options):
+    """Qwen3-0.6B with random weights (seed 0) in float32, for token-exact comparisons."""
+    from ferrum import LLM
+
+    torch.manual_seed(0)
+    return LLM(
+        "qwen3:0.6b", random_weights=True, device="cuda", dtype="float32", max_num_seqs=8,
+        gpu_memory_utilization=0.3, **options,
+    )  # fmt: skip
+
+
 def batch_invariance() -> dict:
-    from ferrum import LLM, SamplingParams
+    from ferrum import SamplingParams
 
     rng = random.Random(2)
     prompts = [[rng.randrange(1000, 50000) for _ in range(rng.randint(20, 200))] for _ in range(8)]
     params = SamplingParams(temperature=0, max_tokens=48, ignore_eos=True)
     outputs = {}
     for eager in (False, True):
-        torch.manual_seed(0)
-        llm = LLM(
-            "qwen3:0.6b",
-            random_weights=True,
-            device="cuda",
-            dtype="float32",
-            max_num_seqs=8,
-            gpu_memory_utilization=0.3,
-            enforce_eager=eager,
-        )
+        llm = _fp32_qwen(enforce_eager=eager)
         batched = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
         single = [llm.generate([p], params)[0].outputs[0].token_ids for p in prompts]
         outputs[eager] = (batched, single)
@@ -352,11 +354,7 @@ def skinny_figures() -> dict:
     params = SamplingParams(temperature=0, max_tokens=48, ignore_eos=True)
     tokens = {}
     for skinny in (False, True):
-        torch.manual_seed(0)
-        llm = LLM(
-            "qwen3:0.6b", random_weights=True, device="cuda", dtype="float32", max_num_seqs=8,
-            gpu_memory_utilization=0.3, skinny_gemm=skinny,
-        )  # fmt: skip
+        llm = _fp32_qwen(skinny_gemm=skinny)
         tokens[skinny] = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
         llm.close()
         del llm
