@@ -26,6 +26,7 @@ import triton.language as tl
 
 PROLOGUES = {"none": 0, "rmsnorm": 1, "silu_mul": 2}
 MAX_ROWS = 16  # BLOCK_M: tl.dot needs 16 rows; x is padded to it
+PROGRAMS = 128  # about one program per multiprocessor of an H100 (132)
 
 
 @triton.jit
@@ -117,8 +118,8 @@ def skinny_linear(
     norm_weight: torch.Tensor | None = None,  # (K,) for rmsnorm
     eps: float = 1e-6,
     residual: torch.Tensor | None = None,  # (M, K) for rmsnorm: added to x first
-    block_n: int = 32,
-    block_k: int = 128,
+    block_n: int | None = None,  # default: the widest of 16/32/64 that still gives every SM a
+    block_k: int = 128,  # program (the step's bytes are spread over the chip)
     num_warps: int = 4,
     num_stages: int = 4,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -133,6 +134,8 @@ def skinny_linear(
         raise ValueError(f"weight {tuple(weight.shape)} does not take {k} inputs contiguously")
     if x.stride(1) != 1:
         x = x.contiguous()
+    if block_n is None:
+        block_n = 64 if n >= 64 * PROGRAMS else 32 if n >= 32 * PROGRAMS else 16
     out = torch.empty(rows, n, dtype=x.dtype, device=x.device)
     res_out = out
     if residual is not None:
