@@ -118,8 +118,10 @@ def skinny_linear(
     norm_weight: torch.Tensor | None = None,  # (K,) for rmsnorm
     eps: float = 1e-6,
     residual: torch.Tensor | None = None,  # (M, K) for rmsnorm: added to x first
-    block_n: int | None = None,  # default: the widest of 16/32/64 that still gives every SM a
-    block_k: int = 128,  # program (the step's bytes are spread over the chip)
+    # default BLOCK_N: the widest of 16/32/64 that still gives every SM a program, so the
+    # weight's bytes are streamed by the whole chip
+    block_n: int | None = None,
+    block_k: int = 128,
     num_warps: int = 4,
     num_stages: int = 4,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
