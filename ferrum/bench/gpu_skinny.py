@@ -28,7 +28,7 @@ REPEAT = 20  # calls per captured graph
 REPLAYS = 10
 # model -> (hidden, q width, kv width, intermediate)
 MODELS = {"qwen3:0.6b": (1024, 2048, 1024, 3072), "llama3.1:8b": (4096, 4096, 1024, 14336)}
-GRID = list(itertools.product((16, 32, 64), (128, 256), (4,), (3, 4)))
+GRID = list(itertools.product((8, 16, 32, 64), (128, 256), (4,), (3, 4)))  # 8: one row only
 
 
 def graph_us(fn) -> float:

@@ -2,10 +2,11 @@
 the operation before the matmul done inside it.
 
 A decode step of a small model is a chain of microsecond-scale kernels; its linear layers are
-matrix-vector products that read each weight once, and cuBLAS spends about as long starting them
-as streaming their bytes. Here each program owns BLOCK_N output columns, streams its rows of W in
-BLOCK_K slices and multiplies them with x padded to BLOCK_M rows on the tensor cores; and the
-prologue that would be a kernel of its own is folded in, recomputed by every program on the
+matrix-vector products that read each weight once, and cuBLAS spends about as long starting them as
+streaming their bytes. Here each program owns BLOCK_N output columns, streams its rows of W in
+BLOCK_K slices and multiplies them with x padded to BLOCK_M rows on the tensor cores (a single row:
+plain products and sums, so BLOCK_N can be as narrow as 8 and small N still fills the chip); and
+the prologue that would be a kernel of its own is folded in, recomputed by every program on the
 small x slice it needs:
 
 - "none": x as it is;
@@ -25,7 +26,7 @@ import triton
 import triton.language as tl
 
 PROLOGUES = {"none": 0, "rmsnorm": 1, "silu_mul": 2}
-MAX_ROWS = 16  # BLOCK_M: tl.dot needs 16 rows; x is padded to it
+MAX_ROWS = 16  # BLOCK_M: tl.dot needs 16 rows, so 2..16 rows are padded to it (1 row is not)
 PROGRAMS = 128  # about one program per multiprocessor of an H100 (132)
 
 
@@ -104,7 +105,10 @@ def _skinny_gemm_kernel(
         w = tl.load(
             w_ptr + n[:, None] * stride_wn + k, mask=nmask[:, None] & kmask, other=0.0
         )  # (BLOCK_N, BLOCK_K)
-        acc += tl.dot(a, tl.trans(w.to(dt)), input_precision=DOT_PRECISION)
+        if BLOCK_M == 1:  # one row: products and a sum (no 16-row padding, any BLOCK_N)
+            acc += tl.sum(a.to(tl.float32) * w.to(tl.float32), 1)[None, :]
+        else:
+            acc += tl.dot(a, tl.trans(w.to(dt)), input_precision=DOT_PRECISION)
     if HAS_BIAS:
         acc += tl.load(b_ptr + n, mask=nmask, other=0.0).to(tl.float32)[None, :]
     tl.store(out_ptr + m * stride_om + n[None, :], acc.to(dt), mask=mmask & nmask[None, :])
@@ -136,8 +140,11 @@ def skinny_linear(
         raise ValueError(f"weight {tuple(weight.shape)} does not take {k} inputs contiguously")
     if x.stride(1) != 1:
         x = x.contiguous()
+    block_m = 1 if rows == 1 else MAX_ROWS
+    narrowest = 8 if block_m == 1 else 16  # tl.dot needs 16 columns too
     if block_n is None:
-        block_n = 64 if n >= 64 * PROGRAMS else 32 if n >= 32 * PROGRAMS else 16
+        block_n = next((b for b in (64, 32, 16) if n >= b * PROGRAMS), narrowest)
+    block_n = max(block_n, narrowest)
     out = torch.empty(rows, n, dtype=x.dtype, device=x.device)
     res_out = out
     if residual is not None:
@@ -150,7 +157,7 @@ def skinny_linear(
             norm_weight if norm_weight is not None else weight,
             rows, n, k, x.stride(0), weight.stride(0), out.stride(0), eps,
             PROLOGUE=kind, HAS_RESIDUAL=residual is not None, HAS_BIAS=bias is not None,
-            ROUND=x.dtype != torch.float32, BLOCK_M=MAX_ROWS, BLOCK_N=block_n,
+            ROUND=x.dtype != torch.float32, BLOCK_M=block_m, BLOCK_N=block_n,
             BLOCK_K=block_k, DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
             num_warps=num_warps, num_stages=num_stages,
         )  # fmt: skip

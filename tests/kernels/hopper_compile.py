@@ -65,8 +65,10 @@ CASES = [
           "res_ptr": PTR_BF16, "res_out_ptr": PTR_BF16, "nw_ptr": PTR_BF16, "stride_xm": "i64",
           "stride_wn": "i64", "stride_om": "i64", "eps": "fp32"},
          {"PROLOGUE": prologue, "HAS_RESIDUAL": prologue == 1, "HAS_BIAS": prologue == 2,
-          "ROUND": True, "BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 128, "DOT_PRECISION": "tf32"})
+          "ROUND": True, "BLOCK_M": block_m, "BLOCK_N": 8 if block_m == 1 else 32, "BLOCK_K": 128,
+          "DOT_PRECISION": "tf32"})
         for prologue in (0, 1, 2)
+        for block_m in (1, 16)
     ],
 ]  # fmt: skip
 
