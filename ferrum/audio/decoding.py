@@ -381,9 +381,11 @@ class DecodingTask:
         no_speech_probs = [float("nan")] * n_audio
         step_input = tokens
         for i in range(self.sample_len):
-            logits, _ = self.model.decoder(step_input, cache)  # (rows, T, V)
+            # the first step's prompt: only the rows at SOT (no-speech probability) and the end
+            at = [self.sot_index, -1] if i == 0 else None
+            logits, _ = self.model.decoder(step_input, cache, logits_at=at)  # (rows, T', V)
             if i == 0:
-                probs_at_sot = logits[:, self.sot_index].float().softmax(dim=-1)
+                probs_at_sot = logits[:, 0].float().softmax(dim=-1)
                 no_speech_probs = probs_at_sot[:: self.n_group, special.no_speech].tolist()
             logits = logits[:, -1]  # (rows, V)
             for logit_filter in self.filters:

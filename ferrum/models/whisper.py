@@ -300,7 +300,11 @@ class TextDecoder(nn.Module):
         return KVCache(self_kv, cross_kv)
 
     def forward(
-        self, tokens: Tensor, cache: KVCache, return_qk: bool = False
+        self,
+        tokens: Tensor,
+        cache: KVCache,
+        return_qk: bool = False,
+        logits_at: list[int] | None = None,  # positions whose logits are wanted (default: all)
     ) -> tuple[Tensor, list[Tensor]]:
         offset = cache.length
         t = tokens.shape[1]
@@ -315,6 +319,9 @@ class TextDecoder(nn.Module):
             if qk is not None:
                 qks.append(qk)
         cache.length = offset + t
+        if logits_at is not None:
+            # a prompt of a few hundred tokens needs one or two rows of (T, V) logits, not all
+            x = x[:, logits_at]
         x = self.ln(x)
         logits = x @ self.token_embedding.weight.T  # (B, T, V): the output projection is tied
         return logits.float(), qks
