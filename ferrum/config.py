@@ -40,7 +40,7 @@ class EngineConfig:
     quantization: str | None = None  # weight-only "int8" | "int4" on CPU; None = full weights
     tensor_parallel_size: int = 1  # ranks (GPUs, or CPU processes) the model is split across
     # overlap each step's host work with the device's work on the step before (the next step
-    # reads the sampled tokens on the device); None: on for one CUDA device
+    # reads the sampled tokens on the device); None: on for one CUDA device, off otherwise
     async_scheduling: bool | None = None
     # one GPU: decode steps of at most 16 sequences run each decoder layer's projections as
     # skinny GEMMs with the norms and the activation folded in (being measured; off by default)

@@ -2,14 +2,16 @@
 
     python -m ferrum.bench.gpu_tp [--model llama3.1:8b] [--sizes 1,2] [--out DIR] [--quick]
 
-For each size: the engine (random weights of the real architecture, bf16, CUDA graphs) loads,
-then decode-1 (128-token prompt, 256 greedy tokens, EOS ignored, median of 3) and 64 concurrent
-1024-in / 512-out requests run, as in ferrum.bench.gpu_fastpath. Greedy tokens of the first
-decode-1 prompt are compared with TP=1's (bf16: a different reduction order may flip a
-near-tie, so the length of the common prefix is reported, not asserted). Then the all-reduce
-cost: one all-reduce of a (batch, hidden) bf16 tensor timed across the GPUs in a CUDA graph of
-`calls_per_step` of them (2 per layer + 1 for the embedding), at batch 1 and 64 — the
-communication time of one decode step. Every figure goes to DIR/gpu_tp.json.
+For each size: the engine (random weights of the real architecture, bf16, CUDA graphs) loads, then
+decode-1 (128-token prompt, 256 greedy tokens, EOS ignored, median of 3) and 64 concurrent 1024-in
+/ 512-out requests run, as in ferrum.bench.gpu_fastpath. Greedy tokens of the first decode-1 prompt
+are compared with TP=1's (bf16: a different reduction order may flip a near-tie, so the length of
+the common prefix is reported, not asserted). For TP=N the same engine then runs decode-1 and the
+64 requests again with overlapped steps (`async_scheduling`, where rank 0 broadcasts each step's
+sampled tokens), and says whether its greedy tokens are unchanged. Then the all-reduce cost: one
+all-reduce of a (batch, hidden) bf16 tensor timed across the GPUs in a CUDA graph of
+`calls_per_step` of them (2 per layer + 1 for the embedding), at batch 1 and 64 — the communication
+time of one decode step. Every figure goes to DIR/gpu_tp.json.
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ def engine_figures(model: str, size: int, quick: bool) -> dict:
         }
         if not quick:
             out["conc64"] = concurrent64(llm, vocab)
+        if size > 1:  # the same engine with overlapped steps (rank 0 broadcasts its samples)
+            llm.engine.overlap = True
+            llm.engine.block_manager.reset_prefix_cache()  # the prompt computed as the first time
+            out["overlapped_tokens_equal"] = _decode_tokens(llm, vocab) == tokens
+            out["decode1_tok_s_overlapped"] = ferrum_decode1(llm, vocab)
+            if not quick:
+                out["conc64_tok_s_overlapped"] = concurrent64(llm, vocab)["tok_s"]
+            llm.engine.overlap = False
     finally:
         llm.close()
         del llm

@@ -43,6 +43,8 @@ class StepInput:
     # previous step's sampled tokens that holds it
     pending_rows: list[int] = field(default_factory=list)
     pending_src: list[int] = field(default_factory=list)
+    # overlapped tensor-parallel steps: rank 0 sends its sampled tokens to the other ranks
+    share_samples: bool = False
 
 
 @dataclass
@@ -60,10 +62,6 @@ class PendingStep:
 
 
 class ModelRunner:
-    # steps may overlap (`launch`): the next step reads the sampled tokens on the device. The
-    # tensor-parallel runner says no: its workers need every input token from rank 0's host.
-    supports_overlap = True
-
     def __init__(
         self,
         model: nn.Module,
@@ -175,11 +173,15 @@ class ModelRunner:
 
     def launch(self, scheduled: list[ScheduledSeq], rows: list[SamplingRow]) -> PendingStep | None:
         """`run` without waiting: forward and sampling are queued on the device, the sampled
-        tokens stay there for the next step's inputs, and their host copy is started."""
-        logits = self.execute(self.prepare(scheduled))
+        tokens stay there for the next step's inputs (a tensor-parallel worker gets them from
+        rank 0 by broadcast), and their host copy is started."""
+        step = self.prepare(scheduled)
+        step.share_samples = True
+        logits = self.execute(step)
         if logits is None:
             return None
         sample = self.sampler.sample(logits, rows)
+        self.share_samples(sample.tokens)
         self._prev_tokens = sample.tokens
         sampling = (item for item in scheduled if item.samples)
         self._prev_rows = {item.seq.seq_id: i for i, item in enumerate(sampling)}
@@ -192,6 +194,19 @@ class ModelRunner:
         copied = torch.cuda.Event()
         copied.record()
         return PendingStep(sample, host, copied)
+
+    def share_samples(self, tokens: torch.Tensor) -> None:
+        """Give the other tensor-parallel ranks this step's sampled tokens (none here)."""
+
+    def execute_shard(self, step: StepInput) -> None:
+        """A tensor-parallel worker's step: the forward, then, when rank 0 overlaps its steps,
+        the sampled tokens that the next step's pending rows read."""
+        self.execute(step)
+        if step.share_samples and step.sample_rows:
+            from ferrum.parallel.comm import broadcast_from_first
+
+            tokens = torch.empty(len(step.sample_rows), dtype=torch.long, device=self.device)
+            self._prev_tokens = broadcast_from_first(tokens)
 
     def prepare(self, scheduled: list[ScheduledSeq]) -> StepInput:
         """The step's inputs as host lists (what rank 0 sends every tensor-parallel worker)."""

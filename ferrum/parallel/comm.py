@@ -81,6 +81,14 @@ def all_reduce(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def broadcast_from_first(x: torch.Tensor) -> torch.Tensor:
+    """Rank 0's `x` on every rank, in place; returns it."""
+    opts = dist.BroadcastOptions()
+    opts.rootRank = 0
+    _require().broadcast([x], opts).wait()
+    return x
+
+
 def all_gather_last_dim(x: torch.Tensor, world_size: int) -> torch.Tensor:
     """(N, C) on every rank -> (N, world_size * C), rank r's columns at r*C."""
     x = x.contiguous()

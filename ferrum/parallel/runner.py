@@ -8,14 +8,12 @@ from torch import nn
 from ferrum.config import EngineConfig
 from ferrum.engine.model_runner import ModelRunner, StepInput
 from ferrum.errors import DeviceError
-from ferrum.parallel.comm import destroy_group
+from ferrum.parallel.comm import broadcast_from_first, destroy_group
 from ferrum.parallel.workers import WorkerGroup
 
 
 class ParallelModelRunner(ModelRunner):
     """Sends each device-side call to the workers before making it here."""
-
-    supports_overlap = False  # the workers take every input token from rank 0's host
 
     def __init__(
         self,
@@ -42,12 +40,15 @@ class ParallelModelRunner(ModelRunner):
         self.workers.gather()
 
     def execute(self, step: StepInput) -> torch.Tensor | None:
-        self.workers.send("execute", step)
+        self.workers.send("execute_shard", step)
         try:
             return super().execute(step)
         except RuntimeError as exc:  # a collective failed: say which rank went away
             self.workers.check_alive()
             raise DeviceError(f"a tensor-parallel step failed: {exc}") from exc
+
+    def share_samples(self, tokens: torch.Tensor) -> None:
+        broadcast_from_first(tokens)  # the workers' `execute_shard` receives them
 
     def close(self) -> None:
         super().close()  # captured collectives must go before the communicator

@@ -3,9 +3,10 @@
 Rank 0 keeps the scheduler, the block manager and the sampler; each worker holds its shard of
 the model and of the KV cache and only runs forwards. The control channel is one pipe per
 worker: rank 0 sends `(method, args)` — a ModelRunner method name — and every rank then calls
-that method; the collectives inside the forward keep the ranks in step. Only `execute` (every
-step) is fire-and-forget; set-up calls are answered, so a worker that fails says why instead
-of leaving rank 0 waiting in a collective.
+that method; the collectives inside the forward keep the ranks in step. Only `execute_shard`
+(every step: the forward, and with overlapped steps the broadcast of rank 0's sampled tokens,
+which the next step's inputs read on the device) is fire-and-forget; set-up calls are answered,
+so a worker that fails says why instead of leaving rank 0 waiting in a collective.
 """
 
 from __future__ import annotations
@@ -234,7 +235,7 @@ def _serve(runner: Any, conn: Connection) -> None:
             runner.close()  # captured collectives must go before the communicator
             return
         result = getattr(runner, method)(*args)
-        if method != "execute":  # the hot path is fire-and-forget
+        if method != "execute_shard":  # the hot path is fire-and-forget
             conn.send(("ok", result))
 
 

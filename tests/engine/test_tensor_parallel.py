@@ -42,6 +42,19 @@ def test_two_ranks_equal_one(arch, request):
         assert _tokens(two, PROMPTS[:2], seeded) == _tokens(two, PROMPTS[:2], seeded)
 
 
+def test_overlapped_steps_across_ranks_equal_one_process(tiny_qwen3):
+    """Overlapped steps under TP=2: the worker reads the sampled tokens that rank 0 broadcasts
+    (greedy, and sampled: the worker must see rank 0's draws, not its own)."""
+    path = str(tiny_qwen3)
+    options = dict(device="cpu", max_num_batched_tokens=16, kv_cache_memory="64MiB")
+    seeded = SamplingParams(max_tokens=12, temperature=0.8, seed=7)
+    with LLM(path, **options) as one:
+        expected = _tokens(one), _tokens(one, PROMPTS[:2], seeded)
+    with LLM(path, tensor_parallel_size=2, async_scheduling=True, **options) as two:
+        assert two.engine.overlap
+        assert (_tokens(two), _tokens(two, PROMPTS[:2], seeded)) == expected
+
+
 def test_random_weights_are_the_same_on_every_rank(tiny_llama):
     """Random init is drawn from the engine seed on each rank, so the shards fit together."""
     config = str(tiny_llama / "config.json")
