@@ -227,7 +227,8 @@ class LLMEngine:
         rows = [self._sampling_row(item.seq) for item in sampling]
         result = self.runner.run(out.scheduled, rows)
         self.scheduler.finish_step(out)
-        touched = self._note_scheduled(out, now)
+        self._note_scheduled(out, now)
+        touched: dict[str, Request] = {}
         if result is not None:
             done = time.perf_counter()  # when this step's tokens exist
             for i, item in enumerate(sampling):
@@ -278,7 +279,8 @@ class LLMEngine:
         assert self._in_flight is not None
         out, sampling, slots, pending, started = self._in_flight
         self._in_flight = None
-        touched = self._note_scheduled(out, started)
+        self._note_scheduled(out, started)
+        touched: dict[str, Request] = {}
         if pending is None:
             return self._collect(touched)
         result = pending.result()
@@ -296,13 +298,13 @@ class LLMEngine:
     def _needs_host_tokens(self) -> bool:
         return any(seq.params.has_penalties for seq in self.scheduler.running)
 
-    def _note_scheduled(self, out: SchedulerOutput, now: float) -> dict[str, Request]:
+    def _note_scheduled(self, out: SchedulerOutput, now: float) -> None:
+        """First-scheduled time and prefix-cache hits of requests seen for the first time."""
         for item in out.scheduled:
             found = self._seq_to_state.get(item.seq.seq_id)
             if found is not None and found[0].metrics.first_scheduled_time is None:
                 found[0].metrics.first_scheduled_time = now
                 found[0].metrics.num_cached_tokens = item.seq.num_cached_tokens
-        return {}
 
     def _sampling_row(self, seq: Sequence) -> SamplingRow:
         _, state = self._seq_to_state[seq.seq_id]

@@ -123,13 +123,22 @@ class LlamaDecoderLayer(nn.Module):
         x, residual = self.post_attention_layernorm(x, residual)
         return self.mlp(x), residual
 
-    def _forward_skinny(self, x, residual, cos, sin, meta) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward_skinny(
+        self,
+        x: torch.Tensor,
+        residual: torch.Tensor | None,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        meta: AttentionMetadata,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         from ferrum.kernels.skinny_gemm import skinny_linear
 
         attn, mlp = self.self_attn, self.mlp
         norm1, norm2 = self.input_layernorm, self.post_attention_layernorm
 
-        def normed_linear(linear, norm, x, residual):
+        def normed_linear(
+            linear: nn.Linear, norm: RMSNorm, x: torch.Tensor, residual: torch.Tensor | None
+        ) -> tuple[torch.Tensor, torch.Tensor]:
             out = skinny_linear(
                 x, linear.weight, linear.bias, "rmsnorm", norm.weight, norm.eps, residual
             )
