@@ -42,9 +42,12 @@ class EngineConfig:
     # overlap each step's host work with the device's work on the step before (the next step
     # reads the sampled tokens on the device); None: on for one CUDA device, off otherwise
     async_scheduling: bool | None = None
-    # one GPU: decode steps of at most 16 sequences run each decoder layer's projections as
-    # skinny GEMMs with the norms and the activation folded in (being measured; off by default)
-    skinny_gemm: bool = False
+    # decode steps of one sequence run each decoder layer's projections as matrix-vector
+    # kernels with the norms and the activation folded in; None: on for one CUDA device
+    skinny_gemm: bool | None = None
+    # launch the Triton kernels with programmatic dependent launch, so each starts while the
+    # one before it drains; None: on where the GPU supports it (compute capability 9.0+)
+    pdl: bool | None = None
 
     def __post_init__(self) -> None:
         checks = [

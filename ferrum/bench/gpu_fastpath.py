@@ -15,8 +15,10 @@
    512-out requests on Llama-3.1-8B; cold start of Llama-3.1-8B to its first token in a fresh
    process with an empty Triton cache.
 
-The skinny section compares EngineConfig.skinny_gemm (decode projections as skinny GEMMs with the
-norms and activation folded in) with the default: float32 greedy tokens and bf16 decode-1.
+The launch section compares EngineConfig.skinny_gemm (one-row decode projections as
+matrix-vector kernels with the norms and activation folded in) and EngineConfig.pdl (kernels
+launched with programmatic dependent launch), both on by default, with each alone and neither:
+float32 greedy tokens and bf16 decode-1.
 
 With --tune the decode kernel's launch shapes (tile, warps, stages, programs per SM) are timed
 first on the three workload shapes and the best is used for everything after (the numerics do
@@ -344,35 +346,52 @@ def batch_invariance() -> dict:
     }
 
 
-def skinny_figures() -> dict:
-    """EngineConfig.skinny_gemm against the default, same run: float32 greedy tokens (8
-    requests x 48, graphs) and bf16 decode-1 of each model with its graph replay time."""
+LAUNCH_VARIANTS = {  # name -> EngineConfig options
+    "plain": {"skinny_gemm": False, "pdl": False},
+    "pdl": {"skinny_gemm": False, "pdl": True},
+    "skinny": {"skinny_gemm": True, "pdl": False},
+    "skinny+pdl": {"skinny_gemm": True, "pdl": True},  # the default
+}
+
+
+def launch_figures() -> dict:
+    """EngineConfig.skinny_gemm and EngineConfig.pdl against the default, same run: float32
+    greedy tokens of 8 requests x 48 one by one (graphs: decode steps of one row, which is where
+    the skinny path runs; PDL changes only when kernels start, so its tokens must be identical),
+    then bf16 decode-1 of each model with its batch-1 graph replay time."""
     from ferrum import LLM, SamplingParams
 
     rng = random.Random(9)
     prompts = [[rng.randrange(1000, 20000) for _ in range(rng.randint(5, 40))] for _ in range(8)]
     params = SamplingParams(temperature=0, max_tokens=48, ignore_eos=True)
     tokens = {}
-    for skinny in (False, True):
-        llm = _fp32_qwen(skinny_gemm=skinny)
-        tokens[skinny] = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
+    for name in ("plain", "pdl", "skinny+pdl"):
+        llm = _fp32_qwen(**LAUNCH_VARIANTS[name])
+        tokens[name] = [llm.generate([p], params)[0].outputs[0].token_ids for p in prompts]
         llm.close()
         del llm
         release()
-    same = sum(
-        next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), len(x))
-        for x, y in zip(tokens[False], tokens[True])
-    )
-    result: dict = {"fp32_greedy_common_tokens": f"{same} of {8 * 48}"}
+
+    def common(a: list[list[int]], b: list[list[int]]) -> int:
+        return sum(
+            next((i for i, (s, t) in enumerate(zip(x, y)) if s != t), len(x)) for x, y in zip(a, b)
+        )
+
+    result: dict = {
+        "fp32_pdl_tokens_identical": tokens["pdl"] == tokens["plain"],
+        "fp32_skinny_pdl_common_tokens": f"{common(tokens['plain'], tokens['skinny+pdl'])} "
+        f"of {8 * 48}",
+    }
+    print(result, flush=True)
     for alias in ("qwen3:0.6b", "llama3.1:8b"):
         vocab = None
-        for skinny in (False, True):
+        for name, options in LAUNCH_VARIANTS.items():
             llm = LLM(
                 alias, random_weights=True, device="cuda", dtype="bfloat16", max_num_seqs=16,
-                max_model_len=4096, skinny_gemm=skinny,
+                max_model_len=4096, **options,
             )  # fmt: skip
             vocab = vocab or llm.engine.vocab_size
-            key = f"{alias}:{'skinny' if skinny else 'default'}"
+            key = f"{alias}:{name}"
             result[key] = {
                 "decode1_tok_s": ferrum_decode1(llm, vocab),
                 "graph_replay_ms": graph_replay_ms(llm.engine.runner.graphs, 1),
@@ -651,7 +670,7 @@ def main() -> None:
         action="store_true",
         help="first time the decode kernel's launch shapes, keep the best",
     )
-    ap.add_argument("--skip", default="", help="comma list of: parity,batch,skinny,qwen,llama,cold")
+    ap.add_argument("--skip", default="", help="comma list of: parity,batch,launch,qwen,llama,cold")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import transformers
@@ -686,7 +705,7 @@ def main() -> None:
         section("tune", lambda: results.__setitem__("decode_tuning", tune_decode()))
     section("parity", lambda: results.__setitem__("parity", parity_checks()))
     section("batch", lambda: results.__setitem__("batch", batch_invariance()))
-    section("skinny", lambda: results.__setitem__("skinny_gemm", skinny_figures()))
+    section("launch", lambda: results.__setitem__("launch", launch_figures()))
     section("qwen", lambda: model_figures("qwen3:0.6b", results, bw, args.quick))
     section("llama", lambda: model_figures("llama3.1:8b", results, bw, args.quick))
     if not args.quick and "cold" not in skip:

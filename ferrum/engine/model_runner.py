@@ -87,7 +87,12 @@ class ModelRunner:
 
             for attn in self.attention_layers:
                 attn.backend = TritonPagedAttention()
-            if self.config.skinny_gemm and self.config.tensor_parallel_size == 1:
+            from ferrum.kernels.launch import set_pdl
+
+            set_pdl(self.config.pdl is not False, device.index or 0)
+            # tensor parallel shards keep the plain layers: the skinny path has no all-reduce
+            skinny = self.config.skinny_gemm is not False
+            if skinny and self.config.tensor_parallel_size == 1:
                 for module in model.modules():
                     if hasattr(module, "skinny"):
                         module.skinny = True

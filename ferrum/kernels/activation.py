@@ -10,13 +10,25 @@ import torch
 import triton
 import triton.language as tl
 
+from ferrum.kernels import launch
+from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait
+
 BLOCK = 1024  # output elements per program
 
 
 @triton.jit
 def _silu_and_mul_kernel(
-    x_ptr, out_ptr, stride_xt, inter, BLOCK: tl.constexpr, ROUND: tl.constexpr
+    x_ptr,
+    out_ptr,
+    stride_xt,
+    inter,
+    BLOCK: tl.constexpr,
+    ROUND: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
+    if USE_PDL:  # launched before the kernel ahead of it is done: wait for its writes
+        gdc_wait()
+        gdc_launch_dependents()
     t = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < inter
@@ -39,6 +51,7 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     if tokens:
         grid = (tokens, triton.cdiv(inter, BLOCK))
         _silu_and_mul_kernel[grid](
-            x, out, x.stride(0), inter, BLOCK=BLOCK, ROUND=x.dtype != torch.float32
-        )
+            x, out, x.stride(0), inter, BLOCK=BLOCK, ROUND=x.dtype != torch.float32,
+            **launch.options(),
+        )  # fmt: skip
     return out.view(*lead, inter)

@@ -13,6 +13,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ferrum.kernels import launch
+from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait
+
 
 @triton.jit
 def _rms_norm_kernel(
@@ -29,7 +32,11 @@ def _rms_norm_kernel(
     BLOCK_D: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
     ROUND: tl.constexpr,  # low-precision dtype: round the normalized row before the weight
+    USE_PDL: tl.constexpr,
 ):
+    if USE_PDL:  # launched before the kernel ahead of it is done: wait for its writes
+        gdc_wait()
+        gdc_launch_dependents()
     r = tl.program_id(0).to(tl.int64)
     a = r // inner
     b = r % inner
@@ -72,6 +79,6 @@ def rms_norm(
             x3, residual if residual is not None else x3, weight, out, res_out,
             x3.stride(0), x3.stride(1), x3.shape[1], eps,
             D=dim, BLOCK_D=triton.next_power_of_2(dim), HAS_RESIDUAL=residual is not None,
-            ROUND=x.dtype != torch.float32, num_warps=4 if dim <= 2048 else 8,
+            ROUND=x.dtype != torch.float32, num_warps=4 if dim <= 2048 else 8, **launch.options(),
         )  # fmt: skip
     return out if residual is None else (out, res_out)

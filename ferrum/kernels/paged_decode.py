@@ -21,6 +21,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ferrum.kernels import launch
+from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait
+
 LOG2E = 1.4426950408889634  # scores are scaled by log2(e) so the softmax can use exp2
 MAX_SPLITS = 32  # most parts one sequence's context is cut into
 MIN_GROUP_ROWS = 16  # tl.dot needs at least 16 rows: the query group is padded to this
@@ -58,7 +61,11 @@ def _decode_kernel(
     BLOCK_N: tl.constexpr,
     HAS_SEQ_IDS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
+    if USE_PDL:  # launched before the kernel ahead of it is done: wait for its writes
+        gdc_wait()
+        gdc_launch_dependents()
     i = tl.program_id(0)
     hkv = tl.program_id(1)
     split = tl.program_id(2)
@@ -134,7 +141,11 @@ def _reduce_kernel(
     BLOCK_D: tl.constexpr,
     MAX_SPLITS: tl.constexpr,
     HAS_SEQ_IDS: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
+    if USE_PDL:  # launched before the kernel ahead of it is done: wait for its writes
+        gdc_wait()
+        gdc_launch_dependents()
     i = tl.program_id(0)
     h = tl.program_id(1)
     if HAS_SEQ_IDS:  # noqa: SIM108 (a constexpr branch)
@@ -234,12 +245,12 @@ def paged_decode_attention(
         G=group, D=head_dim, BLOCK_G=max(MIN_GROUP_ROWS, triton.next_power_of_2(group)),
         BLOCK_D=block_d, BLOCK_N=CONFIG.block_n,
         HAS_SEQ_IDS=seq_ids is not None, DOT_PRECISION=precision,
-        num_warps=CONFIG.num_warps, num_stages=CONFIG.num_stages,
+        num_warps=CONFIG.num_warps, num_stages=CONFIG.num_stages, **launch.options(),
     )  # fmt: skip
     if num_splits > 1:
         _reduce_kernel[(num, num_heads)](
             out, part_o, part_lse, cu_seqlens_q, ids,
             out.stride(0), out.stride(1), num_heads, num_splits,
             D=head_dim, BLOCK_D=block_d, MAX_SPLITS=MAX_SPLITS,
-            HAS_SEQ_IDS=seq_ids is not None, num_warps=4,
+            HAS_SEQ_IDS=seq_ids is not None, num_warps=4, **launch.options(),
         )  # fmt: skip

@@ -18,6 +18,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ferrum.kernels import launch
+from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait
+
 
 @triton.jit
 def _norm_rope(
@@ -81,7 +84,11 @@ def _qk_rope_store_kernel(
     BLOCK_HALF: tl.constexpr,
     QK_NORM: tl.constexpr,
     ROUND: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
+    if USE_PDL:  # launched before the kernel ahead of it is done: wait for its writes
+        gdc_wait()
+        gdc_launch_dependents()
     t = tl.program_id(0).to(tl.int64)
     dt = q_out.dtype.element_ty
     d = tl.arange(0, BLOCK_HALF)[None, :]
@@ -157,6 +164,6 @@ def qk_rope_store(
             D=dim, HALF=dim // 2, BLOCK_H=triton.next_power_of_2(num_heads),
             BLOCK_KV=triton.next_power_of_2(num_kv_heads),
             BLOCK_HALF=triton.next_power_of_2(dim // 2), QK_NORM=qk_norm,
-            ROUND=qkv.dtype != torch.float32,
+            ROUND=qkv.dtype != torch.float32, **launch.options(),
         )  # fmt: skip
     return q

@@ -25,9 +25,27 @@ import torch
 import triton
 import triton.language as tl
 
+from ferrum.kernels import launch
+from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait
+
 PROLOGUES = {"none": 0, "rmsnorm": 1, "silu_mul": 2}
 MAX_ROWS = 16  # BLOCK_M: tl.dot needs 16 rows, so 2..16 rows are padded to it (1 row is not)
 PROGRAMS = 128  # about one program per multiprocessor of an H100 (132)
+
+
+# PDL prefetch: one per 128-byte line of bf16 (float32 weights: every other line), over the
+# first PREFETCH_K columns of W (what the resident programs prefetch together fits L2)
+LINE = tl.constexpr(64)
+PREFETCH_K = tl.constexpr(2048)
+PREFETCH_MAX_BYTES = 16 * 2**20
+
+
+@triton.jit
+def _prefetch_l2(ptrs):
+    tl.inline_asm_elementwise(
+        "prefetch.global.L2 [$1]; // dummy $0", "=r,l", [ptrs], dtype=tl.int32, is_pure=False,
+        pack=1,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -54,6 +72,8 @@ def _skinny_gemm_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    USE_PDL: tl.constexpr,
+    PREFETCH: tl.constexpr,  # with USE_PDL: prefetch W into L2 before waiting
 ):
     pid = tl.program_id(0)
     dt = out_ptr.dtype.element_ty
@@ -62,6 +82,17 @@ def _skinny_gemm_kernel(
     n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     nmask = n < N
     kk = tl.arange(0, BLOCK_K)[None, :]
+    if USE_PDL:  # launched before the kernel ahead of it is done
+        if PREFETCH:
+            # W does not depend on that kernel: pull the first PREFETCH_K columns of this
+            # program's rows into L2 while it finishes (one prefetch per 128-byte line)
+            lines = tl.arange(0, BLOCK_K // LINE)[None, :] * LINE
+            rows = w_ptr + tl.where(nmask, n, 0)[:, None] * stride_wn
+            for k0 in range(0, tl.minimum(K, PREFETCH_K), BLOCK_K):
+                _prefetch_l2(rows + tl.minimum(k0 + lines, K - 1))
+        # then wait for its writes before touching x
+        gdc_wait()
+        gdc_launch_dependents()
 
     if PROLOGUE == 1:  # the rows' mean squares first: one pass over x (+ residual)
         sq = tl.zeros([BLOCK_M, BLOCK_K], tl.float32)
@@ -76,6 +107,9 @@ def _skinny_gemm_kernel(
         rstd = 1.0 / tl.sqrt(tl.sum(sq, 1) / K + eps)  # (BLOCK_M,)
 
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    # one row: elementwise products summed over K only once, after the loop (a reduction across
+    # the threads every slice would stall the stream of W)
+    acc_row = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         k = k0 + kk
         kmask = k < K
@@ -105,10 +139,12 @@ def _skinny_gemm_kernel(
         w = tl.load(
             w_ptr + n[:, None] * stride_wn + k, mask=nmask[:, None] & kmask, other=0.0
         )  # (BLOCK_N, BLOCK_K)
-        if BLOCK_M == 1:  # one row: products and a sum (no 16-row padding, any BLOCK_N)
-            acc += tl.sum(a.to(tl.float32) * w.to(tl.float32), 1)[None, :]
+        if BLOCK_M == 1:  # one row: products (no 16-row padding, any BLOCK_N)
+            acc_row += a.to(tl.float32) * w.to(tl.float32)
         else:
             acc += tl.dot(a, tl.trans(w.to(dt)), input_precision=DOT_PRECISION)
+    if BLOCK_M == 1:
+        acc = tl.sum(acc_row, 1)[None, :]
     if HAS_BIAS:
         acc += tl.load(b_ptr + n, mask=nmask, other=0.0).to(tl.float32)[None, :]
     tl.store(out_ptr + m * stride_om + n[None, :], acc.to(dt), mask=mmask & nmask[None, :])
@@ -122,12 +158,17 @@ def skinny_linear(
     norm_weight: torch.Tensor | None = None,  # (K,) for rmsnorm
     eps: float = 1e-6,
     residual: torch.Tensor | None = None,  # (M, K) for rmsnorm: added to x first
-    # default BLOCK_N: the widest of 16/32/64 that still gives every SM a program, so the
-    # weight's bytes are streamed by the whole chip
+    # defaults: one row, 8 columns by 512 inputs a slice, 4 warps (8 for silu_mul): within 1%
+    # of the best shape for each projection of Qwen3-0.6B and Llama-3.1-8B on an H100
+    # (ferrum.bench.gpu_skinny); more rows, the widest BLOCK_N of 16/32/64 that still gives
+    # every SM a program
     block_n: int | None = None,
-    block_k: int = 128,
-    num_warps: int = 4,
+    block_k: int | None = None,
+    num_warps: int | None = None,
     num_stages: int = 4,
+    # launched with PDL: prefetch W while the kernel ahead finishes; default: for weights of at
+    # most PREFETCH_MAX_BYTES (larger ones stream as fast without, and the prefetches compete)
+    prefetch: bool | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """f(x) @ weight.T + bias; with rmsnorm and a residual, (out, x + residual)."""
     rows, width = x.shape
@@ -143,8 +184,14 @@ def skinny_linear(
     block_m = 1 if rows == 1 else MAX_ROWS
     narrowest = 8 if block_m == 1 else 16  # tl.dot needs 16 columns too
     if block_n is None:
-        block_n = next((b for b in (64, 32, 16) if n >= b * PROGRAMS), narrowest)
+        block_n = 8 if block_m == 1 else next((b for b in (64, 32, 16) if n >= b * PROGRAMS), 16)
+    if block_k is None:
+        block_k = 512 if block_m == 1 else 128
+    if num_warps is None:
+        num_warps = 8 if block_m == 1 and kind == 2 else 4
     block_n = max(block_n, narrowest)
+    if prefetch is None:
+        prefetch = weight.numel() * weight.element_size() <= PREFETCH_MAX_BYTES
     out = torch.empty(rows, n, dtype=x.dtype, device=x.device)
     res_out = out
     if residual is not None:
@@ -159,6 +206,6 @@ def skinny_linear(
             PROLOGUE=kind, HAS_RESIDUAL=residual is not None, HAS_BIAS=bias is not None,
             ROUND=x.dtype != torch.float32, BLOCK_M=block_m, BLOCK_N=block_n,
             BLOCK_K=block_k, DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
-            num_warps=num_warps, num_stages=num_stages,
+            PREFETCH=prefetch, num_warps=num_warps, num_stages=num_stages, **launch.options(),
         )  # fmt: skip
     return out if residual is None else (out, res_out)

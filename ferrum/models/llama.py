@@ -31,7 +31,6 @@ FUSED_PROJECTIONS: dict[str, tuple[str, str | int]] = {
     "gate_proj": ("gate_up_proj", 0),
     "up_proj": ("gate_up_proj", 1),
 }
-SKINNY_ROWS = 16  # ferrum.kernels.skinny_gemm.MAX_ROWS (kept here: triton may be absent)
 # Computed rope tables some checkpoints carry; ours is rebuilt, never loaded.
 IGNORED_SUFFIX = "rotary_emb.inv_freq"
 
@@ -93,9 +92,10 @@ class LlamaMLP(nn.Module):
 class LlamaDecoderLayer(nn.Module):
     """One pre-norm block; carries the residual stream separately so norms can fuse the add.
 
-    With `skinny` set (EngineConfig.skinny_gemm, one GPU) a step of at most MAX_ROWS tokens runs
-    its four projections as skinny GEMMs with the norms and the activation folded in (four
-    kernels instead of seven; `ferrum.kernels.skinny_gemm`)."""
+    With `skinny` set (EngineConfig.skinny_gemm, one GPU) a step of one token (decoding a single
+    sequence) runs its four projections as matrix-vector kernels with the norms and the activation
+    folded in (four kernels instead of seven; `ferrum.kernels.skinny_gemm`). From two rows on,
+    cuBLAS is as fast as the padded tensor-core path and the folded SiLU much slower."""
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -113,7 +113,7 @@ class LlamaDecoderLayer(nn.Module):
         sin: torch.Tensor,
         meta: AttentionMetadata,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.skinny and x.shape[0] <= SKINNY_ROWS and (x.is_cuda or interpreting()):
+        if self.skinny and x.shape[0] == 1 and (x.is_cuda or interpreting()):
             return self._forward_skinny(x, residual, cos, sin, meta)
         if residual is None:
             residual, x = x, self.input_layernorm(x)

@@ -88,11 +88,36 @@ def test_overlapped_graph_steps_with_a_shrinking_batch_equal_sync(tiny_llama):
     assert results[0] == results[1]
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
+@pytest.mark.parametrize("skinny", [False, True])
+def test_programmatic_dependent_launch_keeps_the_tokens(tiny_qwen3, skinny):
+    """Kernels launched with PDL (each may start before the one ahead ends, and waits for its
+    writes) give the same greedy tokens in CUDA graphs, batched and one by one."""
+    from ferrum.kernels import launch
+
+    prompts = [f"{PROMPTS[i % 2]} {i}" for i in range(4)]
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    results = []
+    for pdl in (False, True):
+        llm = LLM(
+            str(tiny_qwen3), device="cuda", dtype="float32", max_num_seqs=8,
+            gpu_memory_utilization=0.2, pdl=pdl, skinny_gemm=skinny,
+        )  # fmt: skip
+        assert launch.pdl_enabled() == (pdl and launch.pdl_supported())
+        batched = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
+        single = [llm.generate([p], params)[0].outputs[0].token_ids for p in prompts]
+        results.append((batched, single))
+        llm.close()
+    launch.set_pdl(False)
+    assert results[0] == results[1]
+
+
 @pytest.mark.parametrize("arch", ["tiny_qwen3", "tiny_llama"])
-def test_skinny_gemm_layers_give_the_torch_path_tokens(arch, request):
+def test_skinny_gemm_layers_give_the_torch_path_tokens(arch, request, monkeypatch):
     """Decoder layers with their projections as skinny GEMMs (norms and activation folded in)
-    give the greedy tokens of the plain layers; steps of more than 16 tokens (prompts) keep
-    the plain path."""
+    give the greedy tokens of the plain layers: each request alone, so its decode steps are one
+    row (the skinny path); prompts and batched steps keep the plain path."""
     from ferrum.layers.triton_attention import TritonPagedAttention
     from ferrum.models.llama import LlamaDecoderLayer
 
@@ -111,6 +136,17 @@ def test_skinny_gemm_layers_give_the_torch_path_tokens(arch, request):
     ref = [o.outputs[0].token_ids for o in llm.generate(prompts, GREEDY)]
     for layer in layers:
         layer.skinny = True
-    got = [o.outputs[0].token_ids for o in llm.generate(prompts, GREEDY)]
+    skinny_steps = []
+    forward_skinny = LlamaDecoderLayer._forward_skinny
+
+    def counted(self, x, *args):
+        skinny_steps.append(x.shape[0])
+        return forward_skinny(self, x, *args)
+
+    monkeypatch.setattr(LlamaDecoderLayer, "_forward_skinny", counted)
+    got = [llm.generate([p], GREEDY)[0].outputs[0].token_ids for p in prompts]
+    assert skinny_steps and set(skinny_steps) == {1}  # every decode step, one row each
+    got_batched = [o.outputs[0].token_ids for o in llm.generate(prompts, GREEDY)]
     llm.close()
     assert got == ref
+    assert got_batched == ref

@@ -1,0 +1,50 @@
+"""Programmatic dependent launch (PDL) for the kernels of a decode step.
+
+A decode step of a small model is a chain of a few hundred kernels of a few microseconds each,
+and between two of them the GPU drains the first before it starts the second: about a
+microsecond of an idle chip per kernel. On Hopper a kernel launched with PDL may be scheduled
+while the one before it is still finishing; it then waits (`gdc_wait`, griddepcontrol.wait)
+until that kernel has completed and its writes are visible before reading anything. Every
+kernel here that takes `USE_PDL` does that wait before its first load of another kernel's
+output, so a chain of them stays ordered, and a kernel launched without PDL (cuBLAS, torch)
+still waits for the whole of the one before it as usual.
+
+PDL is a process-wide switch (the model runner sets it from EngineConfig.pdl on a GPU of compute
+capability 9.0 or later); `options()` gives the launch keyword and the kernel's constexpr.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import torch
+
+try:  # grid dependency control, for the kernels' USE_PDL branch (pruned when it is off)
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except Exception:  # an older triton (or none): USE_PDL is never set
+    gdc_launch_dependents = gdc_wait = None
+
+_enabled = False
+
+
+@cache
+def pdl_supported(device_index: int = 0) -> bool:
+    """Whether this triton has grid dependency control and the GPU is Hopper or newer."""
+    if gdc_wait is None or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(device_index)[0] >= 9
+
+
+def set_pdl(enabled: bool, device_index: int = 0) -> None:
+    """Launch the kernels with PDL from now on, where the GPU supports it."""
+    global _enabled
+    _enabled = enabled and pdl_supported(device_index)
+
+
+def pdl_enabled() -> bool:
+    return _enabled
+
+
+def options() -> dict:
+    """Keyword arguments for a kernel launch: the constexpr USE_PDL, and launch_pdl when on."""
+    return {"USE_PDL": True, "launch_pdl": True} if _enabled else {"USE_PDL": False}
