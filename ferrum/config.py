@@ -40,7 +40,7 @@ class EngineConfig:
     quantization: str | None = None  # weight-only "int8" | "int4" on CPU; None = full weights
     tensor_parallel_size: int = 1  # ranks (GPUs, or CPU processes) the model is split across
     # overlap each step's host work with the device's work on the step before (the next step
-    # reads the sampled tokens on the device); None: on for one CUDA device, off otherwise
+    # reads the sampled tokens on the device); None: on for CUDA devices, off otherwise
     async_scheduling: bool | None = None
     # decode steps of one sequence run each decoder layer's projections as matrix-vector
     # kernels with the norms and the activation folded in; None: on for one CUDA device

@@ -8,11 +8,12 @@ For each model (random weights of the real architecture, bf16, CUDA graphs):
 1. kernels: a torch.profiler trace of REPLAYS graph replays at each batch size (context of
    CONTEXT tokens). Per kernel name: launches and microseconds per step; the sum over kernels
    (the GPU busy time) against the replay's elapsed time (the rest is gaps between kernels).
-2. host: one decode-1 request (128-token prompt, 256 greedy tokens) with the engine's phases
-   timed per step: schedule, prepare (host lists), execute (graph inputs and launch; returns
-   before the GPU is done), the wait for the GPU, sample (argmax and the copy back) and the
-   bookkeeping after. A synchronize after execute separates launch from GPU time, so the step
-   is a little slower than an unprofiled one; the unprofiled step time is reported beside it.
+2. host: one decode-1 request (128-token prompt, 256 greedy tokens; steps not overlapped, so
+   each phase is seen whole) with the engine's phases timed per step: schedule, prepare (host
+   lists), execute (graph inputs and launch; returns before the GPU is done), the wait for the
+   GPU, sample (argmax and the copy back) and the bookkeeping after. A synchronize after
+   execute separates launch from GPU time, so the step is a little slower than an unprofiled
+   one; the unprofiled step time is reported beside it.
 
 Everything goes to DIR/gpu_profile.json and a summary is printed.
 """
@@ -182,6 +183,7 @@ def profile_model(alias: str, batches: list[int]) -> dict:
         dtype="bfloat16",
         max_num_seqs=max(batches),
         max_model_len=4096,
+        async_scheduling=False,  # the phases are those of one step at a time
     )
     try:
         engine = llm.engine
@@ -195,6 +197,99 @@ def profile_model(alias: str, batches: list[int]) -> dict:
         del llm
         release()
     return result
+
+
+def step_timeline(alias: str, seqs: int, prompt: int, new: int, overlap: bool) -> dict:
+    """The 64-concurrent workload step by step: how long the steps with prompt tokens take
+    in all, and the median wall time of a pure decode step against the graph replay alone."""
+    from ferrum import LLM, SamplingParams
+    from ferrum.bench.gpu_fastpath import graph_replay_ms
+    from ferrum.engine.model_runner import PendingStep
+
+    llm = LLM(
+        alias, random_weights=True, device="cuda", dtype="bfloat16", max_num_seqs=seqs,
+        max_num_batched_tokens=8192, gpu_memory_utilization=0.85, async_scheduling=overlap,
+    )  # fmt: skip
+    engine = llm.engine
+    try:
+        rng = random.Random(5)
+        vocab = engine.vocab_size
+        prompts = [[rng.randrange(vocab) for _ in range(prompt)] for _ in range(seqs)]
+        params = SamplingParams(temperature=0, max_tokens=new, ignore_eos=True)
+        llm.generate(prompts[:2], SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))
+        engine.block_manager.reset_prefix_cache()
+        # per step: wall s, prompt tokens, decode rows, s in launch, s waiting for the GPU
+        steps: list[tuple[float, int, int, float, float]] = []
+        schedule, step, launch = engine.scheduler.schedule, engine.step, engine.runner.launch
+        run, result = engine.runner.run, PendingStep.result
+        last: list = [0, 0]
+        spent = {"launch": 0.0, "wait": 0.0}
+
+        def recorded_schedule():
+            out = schedule()
+            rows = [item.num_tokens for item in out.scheduled]
+            last[:] = [sum(n for n in rows if n > 1), sum(1 for n in rows if n == 1)]
+            return out
+
+        def timed(fn, key):
+            def call(*args):
+                t0 = time.perf_counter()
+                try:
+                    return fn(*args)
+                finally:
+                    spent[key] += time.perf_counter() - t0
+
+            return call
+
+        def timed_step():
+            spent.update(launch=0.0, wait=0.0)
+            t0 = time.perf_counter()
+            out = step()
+            steps.append((time.perf_counter() - t0, *last, spent["launch"], spent["wait"]))
+            return out
+
+        engine.scheduler.schedule, engine.step = recorded_schedule, timed_step
+        engine.runner.launch = timed(launch, "launch")
+        engine.runner.run = timed(run, "launch")  # not overlapped: launch and wait in one
+        PendingStep.result = timed(result, "wait")
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        try:
+            llm.generate(prompts, params)
+        finally:
+            PendingStep.result = result
+        wall = time.perf_counter() - t0
+        engine.scheduler.__dict__.pop("schedule", None)
+        engine.__dict__.pop("step", None)
+        engine.runner.__dict__.pop("launch", None)
+        engine.runner.__dict__.pop("run", None)
+        prefill = [t[0] for t in steps if t[1]]
+        full = [t for t in steps if not t[1] and t[2] == seqs]
+        decode = [t[0] for t in full]
+
+        def median_ms(values: list[float]) -> float | None:
+            return statistics.median(values) * 1e3 if values else None
+
+        return {
+            "overlapped": overlap,
+            "wall_s": wall,
+            "tok_s": seqs * new / wall,
+            "steps": len(steps),
+            "steps_with_prompt_tokens": len(prefill),
+            "prompt_steps_s": sum(prefill),
+            "full_decode_steps": len(decode),
+            "full_decode_steps_s": sum(decode),
+            "decode_step_ms_median": statistics.median(decode) * 1e3 if decode else None,
+            "decode_step_ms_p90": sorted(decode)[int(0.9 * len(decode))] * 1e3 if decode else None,
+            "decode_launch_ms_median": median_ms([t[3] for t in full]),
+            "decode_wait_ms_median": median_ms([t[4] for t in full]),
+            "decode_host_rest_ms_median": median_ms([t[0] - t[3] - t[4] for t in full]),
+            "graph_replay_ms": graph_replay_ms(engine.runner.graphs, seqs),
+        }
+    finally:
+        llm.close()
+        del llm
+        release()
 
 
 def print_summary(results: dict) -> None:
@@ -220,7 +315,15 @@ def main() -> None:
     ap.add_argument("--models", default="qwen3:0.6b,llama3.1:8b")
     ap.add_argument("--batches", default="1,64,256")
     ap.add_argument("--out", default=".")
+    ap.add_argument(
+        "--timeline", default="", help="model: only the 64-concurrent step timeline of it"
+    )
     args = ap.parse_args()
+    if args.timeline:
+        for overlap in (True, False):
+            entry = step_timeline(args.timeline, 64, 1024, 512, overlap)
+            print({k: round(v, 3) if isinstance(v, float) else v for k, v in entry.items()})
+        return
     batches = [int(b) for b in args.batches.split(",")]
     results: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}
     results["models"] = {}

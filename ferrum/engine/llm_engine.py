@@ -84,10 +84,8 @@ class LLMEngine:
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
         overlap = config.async_scheduling
-        if overlap is None:
-            # tensor parallelism overlaps only when asked: its token broadcast has not yet been
-            # measured over NCCL (it is tested over gloo)
-            overlap = backend.device.type == "cuda" and config.tensor_parallel_size == 1
+        if overlap is None:  # on CUDA, tensor parallel too (rank 0 broadcasts the tokens)
+            overlap = backend.device.type == "cuda"
         self.overlap = bool(overlap)
         # overlapped steps: the launched step whose tokens the host has not read yet
         self._in_flight: tuple | None = None
