@@ -248,6 +248,22 @@ def step_timeline(alias: str, seqs: int, prompt: int, new: int, overlap: bool) -
             steps.append((time.perf_counter() - t0, *last, spent["launch"], spent["wait"]))
             return out
 
+        # CUDA events around each graph step in the run: its GPU time there, and the period
+        # between the starts of consecutive steps
+        graphs = engine.runner.graphs
+        graph_run, events, last_args = graphs.run, [], []
+
+        def evented_run(*args, **kwargs):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = graph_run(*args, **kwargs)
+            end.record()
+            events.append((len(args[0]), start, end))
+            ids = [max(t, 0) for t in args[0]]  # pending rows' ids are read on the device
+            last_args[:] = [(ids, *args[1:4])]  # the step's host inputs
+            return out
+
+        graphs.run = evented_run
         engine.scheduler.schedule, engine.step = recorded_schedule, timed_step
         engine.runner.launch = timed(launch, "launch")
         engine.runner.run = timed(run, "launch")  # not overlapped: launch and wait in one
@@ -263,6 +279,40 @@ def step_timeline(alias: str, seqs: int, prompt: int, new: int, overlap: bool) -
         engine.__dict__.pop("step", None)
         engine.runner.__dict__.pop("launch", None)
         engine.runner.__dict__.pop("run", None)
+        graphs.__dict__.pop("run", None)
+        torch.cuda.synchronize()
+        full_batch = [(a, b) for n, a, b in events if n == seqs]
+        in_run = [a.elapsed_time(b) for a, b in full_batch]
+        period = [a.elapsed_time(c) for (a, _), (c, _) in zip(full_batch, full_batch[1:])]
+        replay_store = replay_after = 0.0
+        if overlap:  # the last step's inputs, its K/V stores included (the engine closes next)
+            graph = graphs.graphs[seqs]
+            graph.replay()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(50):
+                graph.replay()
+            end.record()
+            end.synchronize()
+            replay_store = start.elapsed_time(end) / 50
+        # the same step through graphs.run (host inputs copied each time), and replays with
+        # fresh random token ids each time: is the in-run time the input path or the data?
+        timings = {}
+        for name in ("run", "random_ids"):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(50):
+                if name == "run":
+                    graph_run(*last_args[0])
+                else:
+                    graphs.inputs[0, :seqs].random_(0, engine.vocab_size)
+                    graphs.graphs[seqs].replay()
+            end.record()
+            end.synchronize()
+            timings[name] = start.elapsed_time(end) / 50
+        replay_after = graph_replay_ms(graphs, seqs)
+        replay_long = graph_replay_ms(graphs, seqs, repeats=500)  # about 4 s at full load
+        marks = [round(in_run[int(f * (len(in_run) - 1))], 2) for f in (0, 0.25, 0.5, 0.75, 1)]
         prefill = [t[0] for t in steps if t[1]]
         full = [t for t in steps if not t[1] and t[2] == seqs]
         decode = [t[0] for t in full]
@@ -284,7 +334,14 @@ def step_timeline(alias: str, seqs: int, prompt: int, new: int, overlap: bool) -
             "decode_launch_ms_median": median_ms([t[3] for t in full]),
             "decode_wait_ms_median": median_ms([t[4] for t in full]),
             "decode_host_rest_ms_median": median_ms([t[0] - t[3] - t[4] for t in full]),
-            "graph_replay_ms": graph_replay_ms(engine.runner.graphs, seqs),
+            "graph_in_run_ms_median": statistics.median(in_run) if in_run else None,
+            "graph_period_ms_median": statistics.median(period) if period else None,
+            "graph_in_run_ms_at_0_25_50_75_100pct": marks,
+            "graph_replay_with_stores_ms": replay_store,
+            "graphs_run_same_inputs_ms": timings["run"],
+            "graph_replay_random_ids_ms": timings["random_ids"],
+            "graph_replay_ms": replay_after,
+            "graph_replay_500_ms": replay_long,
         }
     finally:
         llm.close()
