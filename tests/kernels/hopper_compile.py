@@ -46,7 +46,7 @@ CASES = [
          {"q_ptr": PTR_BF16, "k_cache": PTR_BF16, "v_cache": PTR_BF16, "out_ptr": PTR_BF16,
           "part_o": "*fp32", "part_lse": "*fp32", "cu_q": "*i32", "ctx_lens": "*i32",
           "tables": "*i32", "seq_ids": "*i32", "scale_log2": "fp32"},
-         {"G": 4, "D": 128, "BLOCK_G": 16, "BLOCK_D": 128, "BLOCK_N": 64,
+         {"G": 4, "D": 128, "BLOCK_G": 16, "BLOCK_D": 128, "BLOCK_N": 32,
           "HAS_SEQ_IDS": seq_ids, "DOT_PRECISION": "tf32"})
         for seq_ids in (False, True)
     ],
