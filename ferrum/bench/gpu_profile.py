@@ -173,7 +173,7 @@ def host_profile(llm, vocab: int) -> dict:
     return {"unprofiled_step_us": 1e6 / plain, "phases_us_median": timer.summary()}
 
 
-def profile_model(alias: str, batches: list[int]) -> dict:
+def profile_model(alias: str, batches: list[int], pdl: bool = True) -> dict:
     from ferrum import LLM
 
     llm = LLM(
@@ -184,6 +184,7 @@ def profile_model(alias: str, batches: list[int]) -> dict:
         max_num_seqs=max(batches),
         max_model_len=4096,
         async_scheduling=False,  # the phases are those of one step at a time
+        pdl=pdl,  # off: kernels do not overlap, so each one's time is its own
     )
     try:
         engine = llm.engine
@@ -373,6 +374,10 @@ def main() -> None:
     ap.add_argument("--batches", default="1,64,256")
     ap.add_argument("--out", default=".")
     ap.add_argument(
+        "--no-pdl", dest="pdl", action="store_false",
+        help="launch without programmatic dependent launch (each kernel's own time)",
+    )  # fmt: skip
+    ap.add_argument(
         "--timeline", default="", help="model: only the 64-concurrent step timeline of it"
     )
     args = ap.parse_args()
@@ -387,7 +392,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for alias in args.models.split(","):
-        results["models"][alias] = profile_model(alias, batches)
+        results["models"][alias] = profile_model(alias, batches, args.pdl)
         (out / "gpu_profile.json").write_text(json.dumps(results, indent=1))
     print_summary(results)
 
