@@ -201,10 +201,12 @@ def profile_model(alias: str, batches: list[int], pdl: bool = True) -> dict:
 
 
 def step_timeline(alias: str, seqs: int, prompt: int, new: int, overlap: bool) -> dict:
-    """The 64-concurrent workload step by step: how long the steps with prompt tokens take
-    in all, and the median wall time of a pure decode step against the graph replay alone."""
+    """The 64-concurrent workload step by step: how long the steps with prompt tokens take in
+    all; for the full-batch decode steps, the median wall time split into launch, wait for the
+    GPU and the rest on the host, and the GPU time of each step in the run (CUDA events), against
+    a replay of the graph afterwards (which read less KV than the run: see graph_replay_ms)."""
     from ferrum import LLM, SamplingParams
-    from ferrum.bench.gpu_fastpath import graph_replay_ms
+    from ferrum.bench.gpu_fastpath import graph_replay_ms, graph_step_events
     from ferrum.engine.model_runner import PendingStep
 
     llm = LLM(
@@ -249,22 +251,6 @@ def step_timeline(alias: str, seqs: int, prompt: int, new: int, overlap: bool) -
             steps.append((time.perf_counter() - t0, *last, spent["launch"], spent["wait"]))
             return out
 
-        # CUDA events around each graph step in the run: its GPU time there, and the period
-        # between the starts of consecutive steps
-        graphs = engine.runner.graphs
-        graph_run, events, last_args = graphs.run, [], []
-
-        def evented_run(*args, **kwargs):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            out = graph_run(*args, **kwargs)
-            end.record()
-            events.append((len(args[0]), start, end))
-            ids = [max(t, 0) for t in args[0]]  # pending rows' ids are read on the device
-            last_args[:] = [(ids, *args[1:4])]  # the step's host inputs
-            return out
-
-        graphs.run = evented_run
         engine.scheduler.schedule, engine.step = recorded_schedule, timed_step
         engine.runner.launch = timed(launch, "launch")
         engine.runner.run = timed(run, "launch")  # not overlapped: launch and wait in one
@@ -272,7 +258,8 @@ def step_timeline(alias: str, seqs: int, prompt: int, new: int, overlap: bool) -
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         try:
-            llm.generate(prompts, params)
+            with graph_step_events(engine.runner.graphs) as events:
+                llm.generate(prompts, params)
         finally:
             PendingStep.result = result
         wall = time.perf_counter() - t0
@@ -280,40 +267,15 @@ def step_timeline(alias: str, seqs: int, prompt: int, new: int, overlap: bool) -
         engine.__dict__.pop("step", None)
         engine.runner.__dict__.pop("launch", None)
         engine.runner.__dict__.pop("run", None)
-        graphs.__dict__.pop("run", None)
         torch.cuda.synchronize()
         full_batch = [(a, b) for n, a, b in events if n == seqs]
         in_run = [a.elapsed_time(b) for a, b in full_batch]
         period = [a.elapsed_time(c) for (a, _), (c, _) in zip(full_batch, full_batch[1:])]
-        replay_store = replay_after = 0.0
-        if overlap:  # the last step's inputs, its K/V stores included (the engine closes next)
-            graph = graphs.graphs[seqs]
-            graph.replay()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(50):
-                graph.replay()
-            end.record()
-            end.synchronize()
-            replay_store = start.elapsed_time(end) / 50
-        # the same step through graphs.run (host inputs copied each time), and replays with
-        # fresh random token ids each time: is the in-run time the input path or the data?
-        timings = {}
-        for name in ("run", "random_ids"):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(50):
-                if name == "run":
-                    graph_run(*last_args[0])
-                else:
-                    graphs.inputs[0, :seqs].random_(0, engine.vocab_size)
-                    graphs.graphs[seqs].replay()
-            end.record()
-            end.synchronize()
-            timings[name] = start.elapsed_time(end) / 50
-        replay_after = graph_replay_ms(graphs, seqs)
-        replay_long = graph_replay_ms(graphs, seqs, repeats=500)  # about 4 s at full load
-        marks = [round(in_run[int(f * (len(in_run) - 1))], 2) for f in (0, 0.25, 0.5, 0.75, 1)]
+        marks = (
+            [round(in_run[int(f * (len(in_run) - 1))], 2) for f in (0, 0.25, 0.5, 0.75, 1)]
+            if in_run
+            else []
+        )
         prefill = [t[0] for t in steps if t[1]]
         full = [t for t in steps if not t[1] and t[2] == seqs]
         decode = [t[0] for t in full]
@@ -330,7 +292,7 @@ def step_timeline(alias: str, seqs: int, prompt: int, new: int, overlap: bool) -
             "prompt_steps_s": sum(prefill),
             "full_decode_steps": len(decode),
             "full_decode_steps_s": sum(decode),
-            "decode_step_ms_median": statistics.median(decode) * 1e3 if decode else None,
+            "decode_step_ms_median": median_ms(decode),
             "decode_step_ms_p90": sorted(decode)[int(0.9 * len(decode))] * 1e3 if decode else None,
             "decode_launch_ms_median": median_ms([t[3] for t in full]),
             "decode_wait_ms_median": median_ms([t[4] for t in full]),
@@ -338,11 +300,7 @@ def step_timeline(alias: str, seqs: int, prompt: int, new: int, overlap: bool) -
             "graph_in_run_ms_median": statistics.median(in_run) if in_run else None,
             "graph_period_ms_median": statistics.median(period) if period else None,
             "graph_in_run_ms_at_0_25_50_75_100pct": marks,
-            "graph_replay_with_stores_ms": replay_store,
-            "graphs_run_same_inputs_ms": timings["run"],
-            "graph_replay_random_ids_ms": timings["random_ids"],
-            "graph_replay_ms": replay_after,
-            "graph_replay_500_ms": replay_long,
+            "graph_replay_after_ms": graph_replay_ms(engine.runner.graphs, seqs),
         }
     finally:
         llm.close()
