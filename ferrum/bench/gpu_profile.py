@@ -308,6 +308,48 @@ def step_timeline(alias: str, seqs: int, prompt: int, new: int, overlap: bool) -
         release()
 
 
+def between_steps(alias: str, steps: int = 48) -> dict:
+    """The GPU between two decode-1 steps as the engine runs them (overlapped, PDL): every GPU
+    event from the end of one step's lm_head to the start of the next step's first projection,
+    with its offset and length, for the last few steps of a traced request."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    from ferrum import LLM, SamplingParams
+
+    llm = LLM(alias, random_weights=True, device="cuda", dtype="bfloat16", max_num_seqs=4)
+    params = SamplingParams(temperature=0, max_tokens=steps, ignore_eos=True)
+    prompt = list(range(1000, 1128))
+    llm.generate([prompt], params)  # warm-up
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        llm.generate([prompt], params)
+        torch.cuda.synchronize()
+    llm.close()
+    events = sorted(
+        (e.time_range.start, e.time_range.end, e.name)
+        for e in prof.events()
+        if e.device_type == DeviceType.CUDA
+    )
+    heads = [i for i, e in enumerate(events) if e[2].startswith("nvjet")]  # the lm_head
+    gaps, shown = [], []
+    for a, b in zip(heads, heads[1:], strict=False):
+        first = next((j for j in range(a + 1, b) if "skinny" in events[j][2]), None)
+        if first is None:
+            continue
+        end = events[a][1]
+        gaps.append(events[first][0] - end)
+        between = events[a + 1 : first]
+        shown.append([(round(s - end, 1), round(t - s, 1), n[:60]) for s, t, n in between])
+    result = {
+        "model": alias,
+        "lm_head_end_to_next_projection_us_median": statistics.median(gaps) if gaps else None,
+        "last_steps": shown[-3:],
+    }
+    del llm
+    release()
+    return result
+
+
 def print_summary(results: dict) -> None:
     for alias, entry in results["models"].items():
         host = entry["host"]
@@ -335,10 +377,28 @@ def main() -> None:
         "--no-pdl", dest="pdl", action="store_false",
         help="launch without programmatic dependent launch (each kernel's own time)",
     )  # fmt: skip
+    ap.add_argument("--between", default="", help="model: the GPU work between two decode-1 steps")
+    ap.add_argument(
+        "--rope-apart", action="store_true",
+        help="q/k norm, rope and the K/V store as their own kernel before decode attention",
+    )  # fmt: skip
     ap.add_argument(
         "--timeline", default="", help="model: only the 64-concurrent step timeline of it"
     )
     args = ap.parse_args()
+    if args.between:
+        entry = between_steps(args.between)
+        print("median lm_head end -> next step's first projection (us):",
+              entry["lm_head_end_to_next_projection_us_median"])  # fmt: skip
+        for step in entry["last_steps"]:
+            print("  step gap:")
+            for offset, length, name in step:
+                print(f"    +{offset:7.1f} us  {length:6.1f} us  {name}")
+        return
+    if args.rope_apart:
+        from ferrum.layers import triton_attention
+
+        triton_attention.FUSED_DECODE = False
     if args.timeline:
         for overlap in (True, False):
             entry = step_timeline(args.timeline, 64, 1024, 512, overlap)

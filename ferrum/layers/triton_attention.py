@@ -1,7 +1,8 @@
 """The GPU attention backend: Triton kernels over the paged KV cache.
 
 Each layer call stores the new K/V with one kernel (for a fused qkv, `forward_qkv`, the same
-kernel also applies the q/k norm and rope), then computes attention: a step where every
+kernel also applies the q/k norm and rope; in a decode step the decode kernel does all of that
+itself), then computes attention: a step where every
 sequence has one new token runs the split-context decode kernel over the whole batch (this is the
 path CUDA graphs capture: it reads only device tensors and its grid depends only on the batch
 size); a step with prompt chunks runs the varlen prefill kernel over the sequences with more than
@@ -23,6 +24,9 @@ from ferrum.layers.attention import AttentionMetadata
 from ferrum.layers.norm import RMSNorm
 
 _PLAN_ATTR = "_triton_plan"
+# decode steps: norm, rope and the store inside the decode kernel (gpu_fastpath turns it off to
+# time the two-kernel way in the same run)
+FUSED_DECODE = True
 
 
 @dataclass
@@ -87,12 +91,23 @@ class TritonPagedAttention:
         meta: AttentionMetadata,
         scale: float,
     ) -> torch.Tensor:  # (T, H, D)
-        """q/k norm, rope and the K/V store in one kernel, then attention."""
+        """q/k norm, rope and the K/V store in one kernel, then attention; a decode step does
+        all of it in the decode kernel."""
         from ferrum.kernels.qk_rope_store import qk_rope_store
 
         q_w, k_w, eps = (
             (None, None, 0.0) if norms is None else (*(n.weight for n in norms), norms[0].eps)
         )
+        dim = qkv.shape[2]
+        power_of_two = dim >= 16 and dim & (dim - 1) == 0
+        if FUSED_DECODE and meta.is_decode and power_of_two and kv_cache.is_contiguous():
+            from ferrum.kernels.paged_decode import paged_decode_qkv
+
+            plan = plan_step(meta, kv_cache.shape[3], qkv.device)
+            return paged_decode_qkv(
+                qkv, cos, sin, q_w, k_w, eps, num_heads, kv_cache, meta.slot_mapping,
+                meta.cu_seqlens_q, meta.context_lens, meta.block_tables, scale, plan.num_splits,
+            )  # fmt: skip
         q = qk_rope_store(qkv, cos, sin, q_w, k_w, eps, num_heads, kv_cache, meta.slot_mapping)
         return self._attend(q, kv_cache, meta, scale)
 

@@ -44,11 +44,15 @@ CASES = [
     *[
         ("paged_decode", "_decode_kernel",
          {"q_ptr": PTR_BF16, "k_cache": PTR_BF16, "v_cache": PTR_BF16, "out_ptr": PTR_BF16,
-          "part_o": "*fp32", "part_lse": "*fp32", "cu_q": "*i32", "ctx_lens": "*i32",
-          "tables": "*i32", "seq_ids": "*i32", "scale_log2": "fp32"},
+          "part_o": "*fp32", "part_lse": "*fp32", "cu_q": "*i32",
+          "ctx_lens": "*i32", "tables": "*i32", "seq_ids": "*i32", "cos_ptr": PTR_BF16,
+          "sin_ptr": PTR_BF16, "qw_ptr": PTR_BF16, "kw_ptr": PTR_BF16, "slot_ptr": "*i64",
+          "scale_log2": "fp32", "eps": "fp32"},
          {"G": 4, "D": 128, "BLOCK_G": 16, "BLOCK_D": 128, "BLOCK_N": 32,
-          "HAS_SEQ_IDS": seq_ids, "DOT_PRECISION": "tf32"})
-        for seq_ids in (False, True)
+          "HAS_SEQ_IDS": seq_ids, "DOT_PRECISION": "tf32", "FUSED": fused,
+          "QK_NORM": qk_norm, "ROUND": True})
+        for seq_ids, fused, qk_norm in
+        ((False, False, False), (True, False, False), (False, True, False), (False, True, True))
     ],
     ("paged_decode", "_reduce_kernel",
      {"out_ptr": PTR_BF16, "part_o": "*fp32", "part_lse": "*fp32", "cu_q": "*i32",

@@ -14,6 +14,15 @@ from tests.kernels.conftest import DEVICE, DTYPES, tolerance
 HEADS, KV_HEADS, DIM, BLOCKS, BLOCK_SIZE = 6, 2, 32, 5, 4
 
 
+def random_qk_norms(dim: int, dtype, gen) -> tuple[RMSNorm, RMSNorm]:
+    """q and k RMSNorms with random weights in [0.5, 1.5)."""
+    norms = (RMSNorm(dim, 1e-6).to(DEVICE, dtype), RMSNorm(dim, 1e-6).to(DEVICE, dtype))
+    with torch.no_grad():
+        for n in norms:
+            n.weight.copy_(torch.rand(dim, generator=gen) + 0.5)
+    return norms
+
+
 def _reference(qkv, cos, sin, norms, cache, slots):
     q, k, v = qkv.split([HEADS, KV_HEADS, KV_HEADS], dim=1)
     if norms is not None:
@@ -37,12 +46,7 @@ def test_fused_kernel_matches_norm_rotary_and_store(dtype, qk_norm):
     # a wider row than q|k|v: the kernel must follow the token stride of a strided view
     wide = torch.randn(tokens, HEADS + 2 * KV_HEADS + 1, DIM, generator=gen) * 2
     qkv = wide.to(DEVICE, dtype)[:, : HEADS + 2 * KV_HEADS]
-    norms = None
-    if qk_norm:
-        norms = (RMSNorm(DIM, 1e-6).to(DEVICE, dtype), RMSNorm(DIM, 1e-6).to(DEVICE, dtype))
-        with torch.no_grad():
-            for n in norms:
-                n.weight.copy_(torch.rand(DIM, generator=gen) + 0.5)
+    norms = random_qk_norms(DIM, dtype, gen) if qk_norm else None
     # slots in shuffled order, one token without a slot (a graph batch's padding row)
     slots = torch.randperm(BLOCKS * BLOCK_SIZE, generator=gen)[:tokens]
     slots[3] = -1
