@@ -310,7 +310,7 @@ def step_timeline(alias: str, seqs: int, prompt: int, new: int, overlap: bool) -
 
 def between_steps(alias: str, steps: int = 48) -> dict:
     """The GPU between two decode-1 steps as the engine runs them (overlapped, PDL): every GPU
-    event from the end of one step's lm_head to the start of the next step's first projection,
+    event from the end of one step's greedy token to the start of the next step's first projection,
     with its offset and length, for the last few steps of a traced request."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
@@ -330,7 +330,8 @@ def between_steps(alias: str, steps: int = 48) -> dict:
         for e in prof.events()
         if e.device_type == DeviceType.CUDA
     )
-    heads = [i for i, e in enumerate(events) if e[2].startswith("nvjet")]  # the lm_head
+    # the graph's last kernel: the one-row argmax after the lm_head (or cuBLAS's lm_head)
+    heads = [i for i, e in enumerate(events) if e[2].startswith(("_argmax_kernel", "nvjet"))]
     gaps, shown = [], []
     for a, b in zip(heads, heads[1:], strict=False):
         first = next((j for j in range(a + 1, b) if "skinny" in events[j][2]), None)
@@ -342,7 +343,7 @@ def between_steps(alias: str, steps: int = 48) -> dict:
         shown.append([(round(s - end, 1), round(t - s, 1), n[:60]) for s, t, n in between])
     result = {
         "model": alias,
-        "lm_head_end_to_next_projection_us_median": statistics.median(gaps) if gaps else None,
+        "token_to_next_projection_us_median": statistics.median(gaps) if gaps else None,
         "last_steps": shown[-3:],
     }
     del llm
@@ -388,8 +389,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.between:
         entry = between_steps(args.between)
-        print("median lm_head end -> next step's first projection (us):",
-              entry["lm_head_end_to_next_projection_us_median"])  # fmt: skip
+        print("median greedy token -> next step's first projection (us):",
+              entry["token_to_next_projection_us_median"])  # fmt: skip
         for step in entry["last_steps"]:
             print("  step gap:")
             for offset, length, name in step:

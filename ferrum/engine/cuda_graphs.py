@@ -4,11 +4,16 @@ A decode step of n sequences runs the graph captured for the smallest batch size
 1, 2, 4, 8, 16, 24, ... up to max_num_seqs); the extra rows are padding: no cache slot (slot -1:
 nothing stored) and context length 0 (zero attention output), and their logits are ignored. A graph
 reads its inputs from static device buffers that every step overwrites with one host-to-device copy
-(from pinned staging) for the per-token numbers and one for the block tables: token ids, positions,
-slots and context lengths share one (4, max_batch) int64 buffer; the block tables live in a
-(max_batch, max_blocks_per_seq) buffer of which only the used columns are refreshed (the kernels
-never read past a sequence's context). Graphs are captured largest first so the smaller ones reuse
-its memory pool, and the logits land in one shared static buffer.
+(from pinned staging) for the per-token numbers and one for the block tables: token ids,
+positions, slots, context lengths and token sources share one (6, max_batch) int64 buffer; the
+block tables live in a (max_batch, max_blocks_per_seq) buffer of which only the used columns are
+refreshed (the kernels never read past a sequence's context). Graphs are captured largest first
+so the smaller ones reuse its memory pool, and the logits land in one shared static buffer.
+
+A graph also ends with every row's greedy token (in `tokens`, the input buffer's last row), so
+an all-greedy step needs no sampling kernels after it, and begins by gathering each row's input
+token from the flattened input buffer: its own id, or the token the step in flight sampled (the
+_SOURCE row says which), so overlapped steps need no copies of their own between graphs.
 
 Only the Triton attention backend is captured: its decode path launches a fixed grid and reads
 nothing from the host.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,7 +33,27 @@ from ferrum.layers.attention import AttentionMetadata
 log = logging.getLogger("ferrum.engine")
 
 GRAPH_BATCH_STEP = 8  # beyond 4, captured batch sizes are multiples of this
-_IDS, _POSITIONS, _SLOTS, _CONTEXT = range(4)  # rows of the per-token input buffer
+# rows of the per-token input buffer. _SOURCE: where in the flattened buffer each row's input
+# token is: its own _IDS entry, or a _TOKENS entry when the step in flight sampled it (still on
+# the device). _TOKENS: the last step's sampled tokens (the graph's greedy ones, or what the
+# runner copied there); the host copies every row but that one.
+_IDS, _POSITIONS, _SLOTS, _CONTEXT, _SOURCE, _TOKENS = range(6)
+_HOST_ROWS = 5
+
+
+def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """argmax over the last dim (the first index of the largest value, as torch.argmax), in two
+    stages: one whole-vocabulary row is a single-block reduction for torch (9 us on an H100 for
+    152k logits); the maxima of up to 256 chunks first, then the best chunk, take about half."""
+    rows, vocab = logits.shape
+    chunks = 256
+    while chunks > 1 and vocab % chunks:
+        chunks //= 2
+    if chunks == 1:
+        return logits.argmax(-1)
+    values, within = logits.view(rows, chunks, vocab // chunks).max(-1)  # (rows, chunks)
+    best = values.argmax(-1, keepdim=True)  # the first chunk holding the maximum
+    return (best * (vocab // chunks) + within.gather(1, best))[:, 0]
 
 
 def graph_batch_sizes(max_num_seqs: int) -> list[int]:
@@ -55,7 +81,8 @@ class DecodeGraphs:
         self.block_size = block_size
         self.sizes = graph_batch_sizes(max_num_seqs)
         self.max_batch = self.sizes[-1]
-        self.inputs = torch.zeros(4, self.max_batch, dtype=torch.int64, device=device)
+        self.inputs = torch.zeros(_TOKENS + 1, self.max_batch, dtype=torch.int64, device=device)
+        self.tokens = self.inputs[_TOKENS]
         self.tables = torch.zeros(
             self.max_batch, max_blocks_per_seq, dtype=torch.int32, device=device
         )
@@ -66,7 +93,9 @@ class DecodeGraphs:
         # pinned staging for the two host-to-device copies of a step, filled through numpy;
         # `_copied` says when the last copies have read them (a worker rank never waits for
         # its step's results, so the next step could otherwise overwrite them in flight)
-        self._host_inputs = torch.zeros(4, self.max_batch, dtype=torch.int64).pin_memory()
+        self._host_inputs = torch.zeros(_HOST_ROWS, self.max_batch, dtype=torch.int64)
+        self._host_inputs = self._host_inputs.pin_memory()
+        self._own_ids = np.arange(self.max_batch) + _IDS * self.max_batch  # _SOURCE default
         self._host_tables = torch.zeros(
             self.max_batch * max_blocks_per_seq, dtype=torch.int32
         ).pin_memory()
@@ -84,14 +113,21 @@ class DecodeGraphs:
         )
 
     def _forward(self, batch: int, meta: AttentionMetadata) -> None:
-        hidden = self.model(self.inputs[_IDS, :batch], self.inputs[_POSITIONS, :batch], meta)
-        self.logits[:batch].copy_(self.model.compute_logits(hidden))
+        ids = self.inputs.view(-1)[self.inputs[_SOURCE, :batch]]  # one gather
+        hidden = self.model(ids, self.inputs[_POSITIONS, :batch], meta)
+        fused = getattr(self.model, "logits_and_greedy", None)
+        if fused is not None:
+            fused(hidden, self.logits[:batch], self.tokens[:batch])
+        else:
+            self.logits[:batch].copy_(self.model.compute_logits(hidden))
+            self.tokens[:batch].copy_(greedy_tokens(self.logits[:batch]))
 
     @torch.inference_mode()
     def capture(self) -> None:
         start = time.perf_counter()
         self.inputs[_SLOTS].fill_(-1)  # padding everywhere: nothing is written to the cache
         self.inputs[_CONTEXT].zero_()
+        self.inputs[_SOURCE].copy_(torch.from_numpy(self._own_ids))  # the _IDS entries
         pool = None
         for batch in reversed(self.sizes):
             meta = self._metadata(batch)
@@ -114,10 +150,11 @@ class DecodeGraphs:
         positions: list[int],
         slots: list[int],
         block_tables: list[list[int]],
-        pending: tuple[torch.Tensor, torch.Tensor] | None = None,
+        pending: tuple[list[int], list[int], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Logits (n, vocab) of one decode step of n <= max_batch sequences. `pending` (rows,
-        tokens) overwrites the token ids of those rows with tokens already on the device."""
+        """Logits (n, vocab) of one decode step of n <= max_batch sequences (their greedy
+        tokens land in `tokens[:n]`). `pending` (rows, sources, sampled): those rows' input
+        tokens are `sampled[sources]`, the last step's tokens, still on the device."""
         n = len(token_ids)
         batch = next(b for b in self.sizes if b >= n)
         self._copied.synchronize()
@@ -133,8 +170,14 @@ class DecodeGraphs:
         host[_POSITIONS, n:] = 0
         host[_SLOTS, n:] = -1
         host[_CONTEXT, n:] = 0
-        # the whole buffer (a few KiB): contiguous on both sides, so one plain async copy
-        self.inputs.copy_(self._host_inputs, non_blocking=True)
+        host[_SOURCE] = self._own_ids
+        if pending is not None:
+            pending_rows, sources, sampled = pending
+            host[_SOURCE, pending_rows] = np.asarray(sources) + _TOKENS * self.max_batch
+            if sampled.data_ptr() != self.tokens.data_ptr():  # sampled outside this graph
+                self.tokens[: sampled.shape[0]].copy_(sampled)
+        # every row but _TOKENS (a few KiB): contiguous on both sides, so one plain async copy
+        self.inputs[:_HOST_ROWS].copy_(self._host_inputs, non_blocking=True)
         width = max(len(t) for t in block_tables)
         tables = self._host_tables[: n * width].view(n, width)
         rows = tables.numpy()
@@ -142,7 +185,5 @@ class DecodeGraphs:
             row[: len(table)] = table  # the rest of a row is never read (past its context)
         self.tables[:n, :width].copy_(tables, non_blocking=True)
         self._copied.record()
-        if pending is not None:
-            self.inputs[_IDS].index_copy_(0, *pending)
         self.graphs[batch].replay()
         return self.logits[:n]

@@ -21,11 +21,17 @@ from ferrum.engine.sampler import DeviceSample, Sampler, SamplerOutput, Sampling
 from ferrum.engine.scheduler import ScheduledSeq
 from ferrum.kernels import triton_available
 from ferrum.layers.attention import Attention, build_metadata
+from ferrum.sampling_params import SamplingParams
 
 log = logging.getLogger("ferrum.engine")
 GIB = 1 << 30
 # GPU memory kept free beyond the measured activation peak (CUDA graphs, allocator slack).
 GPU_HEADROOM_BYTES = 512 << 20
+
+
+def _plain_greedy(params: SamplingParams) -> bool:
+    """Greedy with nothing that changes or reports the logits: the argmax is the whole answer."""
+    return params.greedy and not params.has_penalties and params.logprobs is None
 
 
 @dataclass
@@ -173,8 +179,9 @@ class ModelRunner:
     def run(self, scheduled: list[ScheduledSeq], rows: list[SamplingRow]) -> SamplerOutput | None:
         """One forward over every scheduled token; samples one token for each scheduled sequence
         that reaches its last token this step (`rows` lists those, in order)."""
-        logits = self.execute(self.prepare(scheduled))
-        return None if logits is None else self.sampler(logits, rows)
+        step = self.prepare(scheduled)
+        logits = self.execute(step)
+        return None if logits is None else self._sample(step, logits, rows).to_host()
 
     def launch(self, scheduled: list[ScheduledSeq], rows: list[SamplingRow]) -> PendingStep | None:
         """`run` without waiting: forward and sampling are queued on the device, the sampled
@@ -185,7 +192,7 @@ class ModelRunner:
         logits = self.execute(step)
         if logits is None:
             return None
-        sample = self.sampler.sample(logits, rows)
+        sample = self._sample(step, logits, rows)
         self.share_samples(sample.tokens)
         self._prev_tokens = sample.tokens
         sampling = (item for item in scheduled if item.samples)
@@ -199,6 +206,21 @@ class ModelRunner:
         copied = torch.cuda.Event()
         copied.record()
         return PendingStep(sample, host, copied)
+
+    def _sample(
+        self, step: StepInput, logits: torch.Tensor, rows: list[SamplingRow]
+    ) -> DeviceSample:
+        """The step's tokens: a graph step whose every row is plain greedy takes the tokens the
+        graph already picked; anything else goes through the sampler."""
+        graphs = self.graphs
+        if (
+            step.use_graph
+            and graphs is not None
+            and len(step.sample_rows) == len(step.input_ids)
+            and all(_plain_greedy(row.params) for row in rows)
+        ):
+            return DeviceSample(graphs.tokens[: len(rows)])
+        return self.sampler.sample(logits, rows)
 
     def share_samples(self, tokens: torch.Tensor) -> None:
         """Give the other tensor-parallel ranks this step's sampled tokens (none here)."""
@@ -293,7 +315,9 @@ class ModelRunner:
         ]
         pending = None
         if step.pending_rows:
-            pending = (self._index(step.pending_rows), self._pending_tokens(step))
+            if self._prev_tokens is None:
+                raise RuntimeError("a pending input token but no step in flight")
+            pending = (step.pending_rows, step.pending_src, self._prev_tokens)
         logits = self.graphs.run(step.input_ids, step.positions, slots, step.block_tables, pending)
         if len(step.sample_rows) != len(step.input_ids):  # a one-token chunk that does not sample
             logits = logits[self._index(step.sample_rows)]

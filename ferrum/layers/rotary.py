@@ -113,6 +113,7 @@ class RotaryEmbedding(nn.Module):
         # (max_positions, head_dim): [cos | sin] of the head_dim/2 frequencies, attention-scaled
         table = torch.empty(max_positions, head_dim, dtype=torch.float32)
         self.register_buffer("cos_sin_cache", table, persistent=False)
+        self._tables: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
         if not table.is_meta:
             self.init_buffers()
 
@@ -126,15 +127,27 @@ class RotaryEmbedding(nn.Module):
         self.cos_sin_cache = torch.cat(
             [freqs.cos() * attention_factor, freqs.sin() * attention_factor], dim=-1
         )
+        self._tables = {}
 
     def forward(
         self, positions: torch.Tensor, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cos, sin), each (T, 1, head_dim) in `dtype`, for positions (T,)."""
-        cos, sin = self.cos_sin_cache[positions].chunk(2, dim=-1)  # (T, D/2) each
-        cos = torch.cat([cos, cos], dim=-1).to(dtype).unsqueeze(1)
-        sin = torch.cat([sin, sin], dim=-1).to(dtype).unsqueeze(1)
-        return cos, sin
+        """(cos, sin), each (T, 1, head_dim) in `dtype`, for positions (T,): two views of one
+        gather (a decode step of a small model pays per kernel, not per byte)."""
+        both = self._table(dtype)[positions]  # (T, 2, D)
+        return both[:, :1], both[:, 1:]
+
+    def _table(self, dtype: torch.dtype) -> torch.Tensor:
+        """(max_positions, 2, head_dim) in `dtype`: [cos | cos] and [sin | sin], each rounded
+        from float32 once (what expanding the float32 cache per step gives), made at first use."""
+        cache = self.cos_sin_cache
+        key = (dtype, cache.device)
+        table = self._tables.get(key)
+        if table is None:
+            cos, sin = cache.chunk(2, dim=-1)
+            table = torch.stack([cos.repeat(1, 2), sin.repeat(1, 2)], dim=1).to(dtype)
+            self._tables = {key: table}  # the model runs in one dtype: keep only the latest
+        return table
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

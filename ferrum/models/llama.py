@@ -211,8 +211,33 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, hidden) -> (N, vocab) float32."""
-        weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(hidden, weight).float()
+        return F.linear(hidden, self._lm_weight()).float()
+
+    def logits_and_greedy(
+        self, hidden: torch.Tensor, logits: torch.Tensor, tokens: torch.Tensor
+    ) -> None:
+        """Into `logits` (N, vocab) float32 the logits of `hidden` (N, hidden) and into
+        `tokens` (N,) their argmax. One sequence on the skinny path: one product writing float32
+        and its partial maxima, then a one-program argmax (`ferrum.kernels.logits`)."""
+        layers = self.model.layers
+        skinny = len(layers) > 0 and layers[0].skinny
+        # not where compute_logits was replaced (a quantized or tensor-parallel head)
+        plain = "compute_logits" not in vars(self) and (
+            self.lm_head is None or type(self.lm_head) is nn.Linear
+        )
+        if skinny and plain and hidden.shape[0] == 1 and (hidden.is_cuda or interpreting()):
+            from ferrum.kernels.logits import logits_and_greedy
+
+            logits_and_greedy(hidden, self._lm_weight(), logits, tokens)
+            return
+        from ferrum.engine.cuda_graphs import greedy_tokens
+
+        logits.copy_(self.compute_logits(hidden))
+        tokens.copy_(greedy_tokens(logits))
+
+    def _lm_weight(self) -> torch.Tensor:
+        # tied: the embedding matrix
+        return self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
 
     def map_name(self, name: str) -> str | tuple[str, object] | None:
         """Where an HF checkpoint tensor goes: our name, (fused name, shard), or None to skip."""

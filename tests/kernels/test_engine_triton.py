@@ -150,3 +150,31 @@ def test_skinny_gemm_layers_give_the_torch_path_tokens(arch, request, monkeypatc
     llm.close()
     assert got == ref
     assert got_batched == ref
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
+def test_graph_greedy_tokens_and_fed_back_inputs_equal_eager(tiny_qwen3):
+    """Greedy requests that outlive seeded sampled ones: steps go from mixed (the sampler's
+    tokens, copied into the graph's token buffer for the next step) to all-greedy (the graph's
+    own argmax, read back by the next graph) with overlapped steps; tokens equal eager steps."""
+    greedy = SamplingParams(temperature=0, max_tokens=28, ignore_eos=True)
+    sampled = [
+        SamplingParams(temperature=0.9, top_p=0.9, seed=s, max_tokens=n, ignore_eos=True)
+        for s, n in ((1, 7), (2, 13))
+    ]
+    prompts = [PROMPTS[0], PROMPTS[1], f"{PROMPTS[0]} again", f"{PROMPTS[1]} again"]
+    params = [greedy, sampled[0], greedy, sampled[1]]
+    results = []
+    for eager in (False, True):
+        llm = LLM(
+            str(tiny_qwen3), device="cuda", dtype="float32", max_num_seqs=8,
+            gpu_memory_utilization=0.2, enforce_eager=eager, async_scheduling=True,
+        )  # fmt: skip
+        assert llm.engine.overlap
+        results.append([o.outputs[0].token_ids for o in llm.generate(prompts, params)])
+        llm.close()
+        del llm
+        torch.cuda.empty_cache()
+    assert results[0] == results[1]
+    assert [len(t) for t in results[0]] == [28, 7, 28, 13]
