@@ -10,10 +10,11 @@ block tables live in a (max_batch, max_blocks_per_seq) buffer of which only the 
 refreshed (the kernels never read past a sequence's context). Graphs are captured largest first
 so the smaller ones reuse its memory pool, and the logits land in one shared static buffer.
 
-A graph also ends with every row's greedy token (in `tokens`, the input buffer's last row), so
-an all-greedy step needs no sampling kernels after it, and begins by gathering each row's input
-token from the flattened input buffer: its own id, or the token the step in flight sampled (the
-_SOURCE row says which), so overlapped steps need no copies of their own between graphs.
+A graph of a few rows also ends with every row's greedy token (in `tokens`, the input buffer's
+last row), so an all-greedy step needs no sampling kernels after it; every graph begins by
+gathering each row's input token from the flattened input buffer: its own id, or the token the
+step in flight sampled (the _SOURCE row says which), so overlapped steps need no copies of their
+own between graphs.
 
 Only the Triton attention backend is captured: its decode path launches a fixed grid and reads
 nothing from the host.
@@ -39,6 +40,10 @@ GRAPH_BATCH_STEP = 8  # beyond 4, captured batch sizes are multiples of this
 # runner copied there); the host copies every row but that one.
 _IDS, _POSITIONS, _SLOTS, _CONTEXT, _SOURCE, _TOKENS = range(6)
 _HOST_ROWS = 5
+# graphs of at most this many rows end with the greedy tokens: a decode step of a few sequences
+# is a latency chain that the sampler's kernels lengthen; a large batch often samples (its
+# argmax would then read the whole logits for nothing) and its step is long anyway
+GREEDY_MAX_BATCH = 8
 
 
 def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
@@ -112,11 +117,17 @@ class DecodeGraphs:
             max_context_len=self.tables.shape[1] * self.block_size,
         )
 
+    def has_greedy(self, n: int) -> bool:
+        """Whether the graph that runs a step of n sequences leaves their greedy tokens."""
+        return n <= GREEDY_MAX_BATCH
+
     def _forward(self, batch: int, meta: AttentionMetadata) -> None:
         ids = self.inputs.view(-1)[self.inputs[_SOURCE, :batch]]  # one gather
         hidden = self.model(ids, self.inputs[_POSITIONS, :batch], meta)
         fused = getattr(self.model, "logits_and_greedy", None)
-        if fused is not None:
+        if not self.has_greedy(batch):
+            self.logits[:batch].copy_(self.model.compute_logits(hidden))
+        elif fused is not None:
             fused(hidden, self.logits[:batch], self.tokens[:batch])
         else:
             self.logits[:batch].copy_(self.model.compute_logits(hidden))

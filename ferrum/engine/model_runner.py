@@ -216,6 +216,7 @@ class ModelRunner:
         if (
             step.use_graph
             and graphs is not None
+            and graphs.has_greedy(len(step.input_ids))
             and len(step.sample_rows) == len(step.input_ids)
             and all(_plain_greedy(row.params) for row in rows)
         ):
