@@ -1,8 +1,8 @@
 """The GPU attention backend: Triton kernels over the paged KV cache.
 
 Each layer call stores the new K/V with one kernel (for a fused qkv, `forward_qkv`, the same
-kernel also applies the q/k norm and rope; in a decode step the decode kernel does all of that
-itself), then computes attention: a step where every
+kernel also applies the q/k norm and rope; in a decode step of a batch small enough to split its
+context, the decode kernel does all of that itself), then computes attention: a step where every
 sequence has one new token runs the split-context decode kernel over the whole batch (this is the
 path CUDA graphs capture: it reads only device tensors and its grid depends only on the batch
 size); a step with prompt chunks runs the varlen prefill kernel over the sequences with more than
