@@ -119,13 +119,16 @@ class DecodeGraphs:
 
     def has_greedy(self, n: int) -> bool:
         """Whether the graph that runs a step of n sequences leaves their greedy tokens."""
-        return n <= GREEDY_MAX_BATCH
+        return self._graph_batch(n) <= GREEDY_MAX_BATCH
+
+    def _graph_batch(self, n: int) -> int:
+        return next(b for b in self.sizes if b >= n)
 
     def _forward(self, batch: int, meta: AttentionMetadata) -> None:
         ids = self.inputs.view(-1)[self.inputs[_SOURCE, :batch]]  # one gather
         hidden = self.model(ids, self.inputs[_POSITIONS, :batch], meta)
         fused = getattr(self.model, "logits_and_greedy", None)
-        if not self.has_greedy(batch):
+        if batch > GREEDY_MAX_BATCH:
             self.logits[:batch].copy_(self.model.compute_logits(hidden))
         elif fused is not None:
             fused(hidden, self.logits[:batch], self.tokens[:batch])
@@ -167,7 +170,7 @@ class DecodeGraphs:
         tokens land in `tokens[:n]`). `pending` (rows, sources, sampled): those rows' input
         tokens are `sampled[sources]`, the last step's tokens, still on the device."""
         n = len(token_ids)
-        batch = next(b for b in self.sizes if b >= n)
+        batch = self._graph_batch(n)
         self._copied.synchronize()
         host = self._host_inputs.numpy()
         host[_IDS, :n] = token_ids
