@@ -11,14 +11,16 @@
 3. Figures with random weights of real architectures, each against its ceiling (weight and KV
    bytes per step over the measured copy bandwidth): decode-1 (128-token prompt, 256 new
    tokens, greedy, EOS ignored) for ferrum and for transformers `generate` (bf16, sdpa) on the
-   same weights; offline-256 on Qwen3-0.6B (nano-vllm's workload); 64 concurrent 1024-in /
-   512-out requests on Llama-3.1-8B; cold start of Llama-3.1-8B to its first token in a fresh
-   process with an empty Triton cache.
+   same weights; offline-256 on Qwen3-0.6B (nano-vllm's workload; the figure is a second, warm
+   pass, the first is reported beside it); 64 concurrent 1024-in / 512-out requests on
+   Llama-3.1-8B (after a warm-up that compiles the mixed-step kernels); cold start of
+   Llama-3.1-8B to its first token in a fresh process, with an empty and a warm Triton cache.
 
 The launch section compares EngineConfig.skinny_gemm (one-row decode projections as
 matrix-vector kernels with the norms and activation folded in) and EngineConfig.pdl (kernels
-launched with programmatic dependent launch), both on by default, with each alone and neither:
-float32 greedy tokens and bf16 decode-1.
+launched with programmatic dependent launch), both on by default, with each alone and neither,
+and the default with the q/k norm, rope and K/V store as a kernel of their own rather than
+inside decode attention: float32 greedy tokens and bf16 decode-1.
 
 With --tune the decode kernel's launch shapes (tile, warps, stages, programs per SM) are timed
 first on the three workload shapes and the best is used for everything after (the numerics do
