@@ -127,14 +127,14 @@ class DecodeGraphs:
     def _forward(self, batch: int, meta: AttentionMetadata) -> None:
         ids = self.inputs.view(-1)[self.inputs[_SOURCE, :batch]]  # one gather
         hidden = self.model(ids, self.inputs[_POSITIONS, :batch], meta)
-        fused = getattr(self.model, "logits_and_greedy", None)
-        if batch > GREEDY_MAX_BATCH:
-            self.logits[:batch].copy_(self.model.compute_logits(hidden))
-        elif fused is not None:
-            fused(hidden, self.logits[:batch], self.tokens[:batch])
-        else:
-            self.logits[:batch].copy_(self.model.compute_logits(hidden))
-            self.tokens[:batch].copy_(greedy_tokens(self.logits[:batch]))
+        logits, tokens = self.logits[:batch], self.tokens[:batch]
+        greedy = batch <= GREEDY_MAX_BATCH
+        fused = getattr(self.model, "logits_and_greedy", None) if greedy else None
+        if fused is not None and fused(hidden, logits, tokens):
+            return
+        logits.copy_(self.model.compute_logits(hidden))
+        if greedy:
+            tokens.copy_(greedy_tokens(logits))
 
     @torch.inference_mode()
     def capture(self) -> None:

@@ -33,6 +33,7 @@ import triton.language as tl
 
 from ferrum.kernels import launch
 from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait
+from ferrum.kernels.rotary import token_tables
 
 LOG2E = 1.4426950408889634  # scores are scaled by log2(e) so the softmax can use exp2
 MAX_SPLITS = 32  # most parts one sequence's context is cut into
@@ -102,12 +103,12 @@ def _decode_kernel(
     ROUND: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
-    i = tl.program_id(0)
-    hkv = tl.program_id(1)
-    split = tl.program_id(2)
     if USE_PDL:  # launched before the kernel ahead of it is done: wait for its writes
         gdc_wait()
         gdc_launch_dependents()
+    i = tl.program_id(0)
+    hkv = tl.program_id(1)
+    split = tl.program_id(2)
     if HAS_SEQ_IDS:  # noqa: SIM108 (a constexpr branch)
         s = tl.load(seq_ids + i).to(tl.int64)
     else:
@@ -336,9 +337,7 @@ def paged_decode_qkv(
         raise ValueError(f"paged_decode_qkv needs a power-of-two head dim, got {dim}")
     if qkv.stride(2) != 1:
         qkv = qkv.contiguous()
-    cos, sin = cos.reshape(tokens, dim), sin.reshape(tokens, dim)
-    if cos.stride(1) != 1 or sin.stride() != cos.stride():
-        cos, sin = cos.contiguous(), sin.contiguous()
+    cos, sin = token_tables(cos, sin, tokens, dim)
     out = torch.empty((tokens, num_heads, dim), dtype=qkv.dtype, device=qkv.device)
     norm = (q_weight, k_weight, eps) if q_weight is not None and k_weight is not None else None
     _launch(qkv, num_heads, kv_cache, out, cu_seqlens_q, context_lens, block_tables, scale,

@@ -20,6 +20,7 @@ import triton.language as tl
 
 from ferrum.kernels import launch
 from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait
+from ferrum.kernels.rotary import token_tables
 
 
 @triton.jit
@@ -150,10 +151,7 @@ def qk_rope_store(
         qkv = qkv.contiguous()
     if not kv_cache.is_contiguous():
         raise ValueError("qk_rope_store needs a contiguous KV cache")
-    cos = cos.reshape(tokens, dim)
-    sin = sin.reshape(tokens, dim)
-    if cos.stride(1) != 1 or sin.stride() != cos.stride():
-        cos, sin = cos.contiguous(), sin.contiguous()
+    cos, sin = token_tables(cos, sin, tokens, dim)
     q = torch.empty((tokens, num_heads, dim), dtype=qkv.dtype, device=qkv.device)
     if tokens:
         qk_norm = q_weight is not None

@@ -50,15 +50,23 @@ def _rotary_kernel(
     tl.store(dst + HALF, (a2 + b2).to(out_ptr.dtype.element_ty), mask=mask)
 
 
+def token_tables(
+    cos: torch.Tensor, sin: torch.Tensor, tokens: int, dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin (T, 1, D) or (T, D), possibly views of one (T, 2, D) gather, as (T, D) tensors
+    with unit inner stride and one shared token stride (what the kernels index)."""
+    cos, sin = cos.reshape(tokens, dim), sin.reshape(tokens, dim)
+    if cos.stride(1) != 1 or sin.stride() != cos.stride():
+        cos, sin = cos.contiguous(), sin.contiguous()
+    return cos, sin
+
+
 def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x (T, H, D) rotated by cos/sin (T, 1, D) (already in x's dtype); a new contiguous tensor."""
     tokens, heads, dim = x.shape
     if x.stride(2) != 1:
         x = x.contiguous()
-    cos = cos.reshape(tokens, dim)
-    sin = sin.reshape(tokens, dim)
-    if cos.stride(1) != 1 or sin.stride() != cos.stride():
-        cos, sin = cos.contiguous(), sin.contiguous()
+    cos, sin = token_tables(cos, sin, tokens, dim)
     out = torch.empty((tokens, heads, dim), dtype=x.dtype, device=x.device)
     if tokens:
         _rotary_kernel[(tokens,)](

@@ -93,8 +93,8 @@ class TritonPagedAttention:
         meta: AttentionMetadata,
         scale: float,
     ) -> torch.Tensor:  # (T, H, D)
-        """q/k norm, rope and the K/V store in one kernel, then attention; a decode step does
-        all of it in the decode kernel."""
+        """q/k norm, rope and the K/V store in one kernel, then attention; a decode step of a
+        small batch (its context split) does all of it in the decode kernel."""
         from ferrum.kernels.qk_rope_store import qk_rope_store
 
         q_w, k_w, eps = (

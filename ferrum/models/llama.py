@@ -215,10 +215,11 @@ class LlamaForCausalLM(nn.Module):
 
     def logits_and_greedy(
         self, hidden: torch.Tensor, logits: torch.Tensor, tokens: torch.Tensor
-    ) -> None:
-        """Into `logits` (N, vocab) float32 the logits of `hidden` (N, hidden) and into
-        `tokens` (N,) their argmax. One sequence on the skinny path: one product writing float32
-        and its partial maxima, then a one-program argmax (`ferrum.kernels.logits`)."""
+    ) -> bool:
+        """For one sequence on the skinny path: into `logits` (1, vocab) float32 the logits of
+        `hidden` (1, hidden) and into `tokens` (1,) their argmax, with one product writing
+        float32 and its partial maxima, then a one-program argmax (`ferrum.kernels.logits`).
+        False (nothing written) anywhere else: the caller takes the generic way."""
         layers = self.model.layers
         skinny = len(layers) > 0 and layers[0].skinny
         # not where compute_logits was replaced (a quantized or tensor-parallel head)
@@ -229,11 +230,8 @@ class LlamaForCausalLM(nn.Module):
             from ferrum.kernels.logits import logits_and_greedy
 
             logits_and_greedy(hidden, self._lm_weight(), logits, tokens)
-            return
-        from ferrum.engine.cuda_graphs import greedy_tokens
-
-        logits.copy_(self.compute_logits(hidden))
-        tokens.copy_(greedy_tokens(logits))
+            return True
+        return False
 
     def _lm_weight(self) -> torch.Tensor:
         # tied: the embedding matrix
