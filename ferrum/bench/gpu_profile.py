@@ -36,6 +36,7 @@ REPLAYS = 10
 CONTEXT = 512
 DECODE_PROMPT, DECODE_NEW = 128, 256
 TOP_KERNELS = 25
+HOST_WINDOW_US = 1500  # between_steps: host calls this long before a step's token are shown
 
 
 def kernel_profile(graphs, batch: int, block_size: int) -> dict:
@@ -50,6 +51,7 @@ def kernel_profile(graphs, batch: int, block_size: int) -> dict:
     total = int(graphs.model.model.layers[0].self_attn.attn.kv_cache.shape[1])
     ids = torch.arange(batch * blocks, dtype=torch.int32, device="cuda") % total
     graphs.tables[:batch, :blocks] = ids.view(batch, blocks)
+    graphs.tables_written()
     graph = graphs.graphs[batch]
     for _ in range(3):
         graph.replay()
@@ -310,8 +312,10 @@ def step_timeline(alias: str, seqs: int, prompt: int, new: int, overlap: bool) -
 
 def between_steps(alias: str, steps: int = 48) -> dict:
     """The GPU between two decode-1 steps as the engine runs them (overlapped, PDL): every GPU
-    event from the end of one step's greedy token to the start of the next step's first projection,
-    with its offset and length, for the last few steps of a traced request."""
+    event from the end of one step's greedy token to the start of the next step's first
+    projection, with its offset and length, and the host's CUDA runtime calls from
+    HOST_WINDOW_US before that token (negative offsets: issued while the step ran), for the last
+    few steps of a traced request."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
@@ -321,7 +325,7 @@ def between_steps(alias: str, steps: int = 48) -> dict:
     params = SamplingParams(temperature=0, max_tokens=steps, ignore_eos=True)
     prompt = list(range(1000, 1128))
     llm.generate([prompt], params)  # warm-up
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         llm.generate([prompt], params)
         torch.cuda.synchronize()
     llm.close()
@@ -329,6 +333,12 @@ def between_steps(alias: str, steps: int = 48) -> dict:
         (e.time_range.start, e.time_range.end, e.name)
         for e in prof.events()
         if e.device_type == DeviceType.CUDA
+    )
+    # the host's CUDA runtime calls (launches, copies, waits), on the same clock
+    runtime = sorted(
+        (e.time_range.start, e.time_range.end, "host: " + e.name)
+        for e in prof.events()
+        if e.device_type == DeviceType.CPU and e.name.startswith("cuda")
     )
     # the graph's last kernel: the one-row argmax after the lm_head (or cuBLAS's lm_head)
     heads = [i for i, e in enumerate(events) if e[2].startswith(("_argmax_kernel", "nvjet"))]
@@ -340,7 +350,10 @@ def between_steps(alias: str, steps: int = 48) -> dict:
         end = events[a][1]
         gaps.append(events[first][0] - end)
         between = events[a + 1 : first]
-        shown.append([(round(s - end, 1), round(t - s, 1), n[:60]) for s, t, n in between])
+        # the host calls from a step before the token to the next step's first projection
+        lo, hi = end - HOST_WINDOW_US, events[first][0]
+        between += [e for e in runtime if lo <= e[0] <= hi]
+        shown.append([(round(s - end, 1), round(t - s, 1), n[:60]) for s, t, n in sorted(between)])
     result = {
         "model": alias,
         "token_to_next_projection_us_median": statistics.median(gaps) if gaps else None,

@@ -3,18 +3,21 @@
 A decode step of n sequences runs the graph captured for the smallest batch size >= n (the ladder
 1, 2, 4, 8, 16, 24, ... up to max_num_seqs); the extra rows are padding: no cache slot (slot -1:
 nothing stored) and context length 0 (zero attention output), and their logits are ignored. A graph
-reads its inputs from static device buffers that every step overwrites with one host-to-device copy
-(from pinned staging) for the per-token numbers and one for the block tables: token ids,
-positions, slots, context lengths and token sources share one (6, max_batch) int64 buffer; the
-block tables live in a (max_batch, max_blocks_per_seq) buffer of which only the used columns are
-refreshed (the kernels never read past a sequence's context). Graphs are captured largest first
-so the smaller ones reuse its memory pool, and the logits land in one shared static buffer.
+reads its inputs from static device buffers that every step overwrites from pinned staging: token
+ids, positions, slots, context lengths and token sources share one (6, max_batch) int64 buffer,
+filled by a small kernel that reads the staging directly (an async copy would idle the GPU about
+9 us per step, ferrum.kernels.step_io) and also gathers each row's input token; the block
+tables live in a (max_batch, max_blocks_per_seq) buffer of which one host-to-device copy
+refreshes only the used columns (the kernels never read past a sequence's context), and only on
+a step where some table changed (a small batch gets a new block every block_size steps). Graphs
+are captured largest first so the smaller ones reuse its memory pool, and the logits land in one
+shared static buffer.
 
 A graph of a few rows also ends with every row's greedy token (in `tokens`, the input buffer's
-last row), so an all-greedy step needs no sampling kernels after it; every graph begins by
-gathering each row's input token from the flattened input buffer: its own id, or the token the
-step in flight sampled (the _SOURCE row says which), so overlapped steps need no copies of their
-own between graphs.
+last row), so an all-greedy step needs no sampling kernels after it; every graph begins from
+`ids`, each row's input token: its own id, or the token the step in flight sampled (the _SOURCE
+row says which), gathered by the input kernel, so overlapped steps need no copies of their own
+between graphs.
 
 Only the Triton attention backend is captured: its decode path launches a fixed grid and reads
 nothing from the host.
@@ -88,6 +91,7 @@ class DecodeGraphs:
         self.max_batch = self.sizes[-1]
         self.inputs = torch.zeros(_TOKENS + 1, self.max_batch, dtype=torch.int64, device=device)
         self.tokens = self.inputs[_TOKENS]
+        self.ids = torch.zeros(self.max_batch, dtype=torch.int64, device=device)  # input tokens
         self.tables = torch.zeros(
             self.max_batch, max_blocks_per_seq, dtype=torch.int32, device=device
         )
@@ -105,6 +109,7 @@ class DecodeGraphs:
             self.max_batch * max_blocks_per_seq, dtype=torch.int32
         ).pin_memory()
         self._copied = torch.cuda.Event()
+        self._tables_copied: list[tuple[list[int], int]] = []  # what self.tables holds
 
     def _metadata(self, batch: int) -> AttentionMetadata:
         return AttentionMetadata(
@@ -117,6 +122,10 @@ class DecodeGraphs:
             max_context_len=self.tables.shape[1] * self.block_size,
         )
 
+    def tables_written(self) -> None:
+        """Someone wrote `tables` directly (a benchmark): the next step copies its own."""
+        self._tables_copied = []
+
     def has_greedy(self, n: int) -> bool:
         """Whether the graph that runs a step of n sequences leaves their greedy tokens."""
         return self._graph_batch(n) <= GREEDY_MAX_BATCH
@@ -125,13 +134,13 @@ class DecodeGraphs:
         return next(b for b in self.sizes if b >= n)
 
     def _forward(self, batch: int, meta: AttentionMetadata) -> None:
-        ids = self.inputs.view(-1)[self.inputs[_SOURCE, :batch]]  # one gather
-        hidden = self.model(ids, self.inputs[_POSITIONS, :batch], meta)
+        ids, positions = self.ids[:batch], self.inputs[_POSITIONS, :batch]
         logits, tokens = self.logits[:batch], self.tokens[:batch]
         greedy = batch <= GREEDY_MAX_BATCH
-        fused = getattr(self.model, "logits_and_greedy", None) if greedy else None
-        if fused is not None and fused(hidden, logits, tokens):
+        fused = getattr(self.model, "forward_greedy", None) if greedy else None
+        if fused is not None and fused(ids, positions, meta, logits, tokens):
             return
+        hidden = self.model(ids, positions, meta)
         logits.copy_(self.model.compute_logits(hidden))
         if greedy:
             tokens.copy_(greedy_tokens(logits))
@@ -190,14 +199,24 @@ class DecodeGraphs:
             host[_SOURCE, pending_rows] = np.asarray(sources) + _TOKENS * self.max_batch
             if sampled.data_ptr() != self.tokens.data_ptr():  # sampled outside this graph
                 self.tokens[: sampled.shape[0]].copy_(sampled)
-        # every row but _TOKENS (a few KiB): contiguous on both sides, so one plain async copy
-        self.inputs[:_HOST_ROWS].copy_(self._host_inputs, non_blocking=True)
-        width = max(len(t) for t in block_tables)
-        tables = self._host_tables[: n * width].view(n, width)
-        rows = tables.numpy()
-        for row, table in zip(rows, block_tables):
-            row[: len(table)] = table  # the rest of a row is never read (past its context)
-        self.tables[:n, :width].copy_(tables, non_blocking=True)
+        # every row but _TOKENS, and each row's input token, by a kernel reading the staging
+        from ferrum.kernels.step_io import inputs_from_host
+
+        inputs_from_host(self._host_inputs, self.inputs, self.ids, _IDS, _SOURCE, batch)
+        # the block tables only when one changed: a table list is only ever appended to (a
+        # sequence that gives its blocks back gets a new list), so the same lists at the same
+        # lengths hold what the device has (kept referenced here, so no new list takes an id)
+        tables_now = [(table, len(table)) for table in block_tables]
+        if len(tables_now) != len(self._tables_copied) or any(
+            a is not b or m != k for (a, m), (b, k) in zip(tables_now, self._tables_copied)
+        ):
+            width = max(k for _, k in tables_now)
+            tables = self._host_tables[: n * width].view(n, width)
+            rows = tables.numpy()
+            for row, table in zip(rows, block_tables):
+                row[: len(table)] = table  # the rest of a row is never read (past its context)
+            self.tables[:n, :width].copy_(tables, non_blocking=True)
+            self._tables_copied = tables_now
         self._copied.record()
         self.graphs[batch].replay()
         return self.logits[:n]

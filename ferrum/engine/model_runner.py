@@ -201,8 +201,13 @@ class ModelRunner:
         if self.device.type != "cuda":
             return PendingStep(sample, tensors, None)
         host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
-        for dst, src in zip(host, tensors):
-            dst.copy_(src, non_blocking=True)
+        if self.use_triton and len(tensors) == 1 and tensors[0].dtype == torch.int64:
+            from ferrum.kernels.step_io import to_host
+
+            to_host(tensors[0].contiguous(), host[0])  # the tokens: a kernel, not a copy engine
+        else:
+            for dst, src in zip(host, tensors):
+                dst.copy_(src, non_blocking=True)
         copied = torch.cuda.Event()
         copied.record()
         return PendingStep(sample, host, copied)

@@ -7,7 +7,9 @@ BLOCK_N tokens, looking each token's block up in the sequence's block table, and
 online softmax (running max `m`, sum `l_sum`, weighted values `acc`) in float32 with base-2
 exponents. The context is cut into `num_splits` equal parts (rounded to whole tiles) inside the
 kernel, so the grid depends only on the batch size and can be captured in a CUDA graph; short
-contexts simply leave the last splits empty. With more than one split, each writes its
+contexts leave the last splits empty, and those programs return at once (the combine works out
+the same chunks and reads only the filled splits: on an H100, a 128-token context cut 32 ways
+then costs what it does cut 4 ways). With more than one split, each writes its
 normalized partial output and log-sum-exp, and a second kernel combines the splits (combining
 in the decode kernel, the last split to finish taking a ticket from an atomic counter, measured
 1.8 us a layer slower on an H100: every program then pays a release fence and a barrier).
@@ -118,6 +120,8 @@ def _decode_kernel(
     chunk = tl.cdiv(tl.cdiv(ctx, num_splits), BLOCK_N) * BLOCK_N
     start = split * chunk
     end = tl.minimum(start + chunk, ctx)
+    if (start >= ctx) & (num_splits > 1):
+        return  # an empty split (a short context): the combine reads only the splits before it
 
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, BLOCK_D)
@@ -223,6 +227,7 @@ def _reduce_kernel(
     part_o,
     part_lse,
     cu_q,
+    ctx_lens,
     seq_ids,
     stride_ot,
     stride_oh,
@@ -230,6 +235,7 @@ def _reduce_kernel(
     num_splits,
     D: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
     MAX_SPLITS: tl.constexpr,
     HAS_SEQ_IDS: tl.constexpr,
     USE_PDL: tl.constexpr,
@@ -244,8 +250,12 @@ def _reduce_kernel(
     else:
         s = i.to(tl.int64)
     row = tl.load(cu_q + s + 1).to(tl.int64) - 1
+    # the splits the decode kernel filled: its chunks hold whole tiles, the rest are empty
+    ctx = tl.load(ctx_lens + s).to(tl.int32)
+    chunk = tl.cdiv(tl.cdiv(ctx, num_splits), BLOCK_N) * BLOCK_N
+    used = tl.cdiv(ctx, tl.maximum(chunk, 1))
     sp = tl.arange(0, MAX_SPLITS)
-    smask = sp < num_splits
+    smask = sp < used
     d = tl.arange(0, BLOCK_D)
     dmask = d < D
     base = (i * num_heads + h) * num_splits
@@ -387,8 +397,9 @@ def _launch(q, num_heads, kv_cache, out, cu_seqlens_q, context_lens, block_table
     )  # fmt: skip
     if num_splits > 1:
         _reduce_kernel[(num, num_heads)](
-            out, part_o, part_lse, cu_seqlens_q, ids,
+            out, part_o, part_lse, cu_seqlens_q, context_lens, ids,
             out.stride(0), out.stride(1), num_heads, num_splits,
-            D=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), MAX_SPLITS=MAX_SPLITS,
+            D=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_N=CONFIG.block_n,
+            MAX_SPLITS=MAX_SPLITS,
             HAS_SEQ_IDS=seq_ids is not None, num_warps=4, **launch.options(),
         )  # fmt: skip

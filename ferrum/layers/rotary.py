@@ -134,10 +134,10 @@ class RotaryEmbedding(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin), each (T, 1, head_dim) in `dtype`, for positions (T,): two views of one
         gather (a decode step of a small model pays per kernel, not per byte)."""
-        both = self._table(dtype)[positions]  # (T, 2, D)
+        both = self.table(dtype)[positions]  # (T, 2, D)
         return both[:, :1], both[:, 1:]
 
-    def _table(self, dtype: torch.dtype) -> torch.Tensor:
+    def table(self, dtype: torch.dtype) -> torch.Tensor:
         """(max_positions, 2, head_dim) in `dtype`: [cos | cos] and [sin | sin], each rounded
         from float32 once (what expanding the float32 cache per step gives), made at first use."""
         cache = self.cos_sin_cache

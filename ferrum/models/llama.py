@@ -176,14 +176,32 @@ class LlamaModel(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
-        x = self.embed_tokens(input_ids)  # (T, hidden)
-        cos, sin = self.rotary_emb(positions, x.dtype)  # (T, 1, D) each
-        residual: torch.Tensor | None = None
-        for layer in self.layers:
-            x, residual = layer(x, residual, cos, sin, meta)
+        x, residual = self.forward_layers(input_ids, positions, meta)
         if residual is None:  # no layers at all
             return self.norm(x)
         return self.norm(x, residual)[0]
+
+    def forward_layers(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The last layer's output and the residual stream it is added to (None: no layers),
+        before the final norm."""
+        if self.layers and self.layers[0].skinny and (input_ids.is_cuda or interpreting()):
+            # the decode kernels' path: both lookups in one kernel
+            from ferrum.kernels.embed_rope import embed_and_rope
+
+            weight = self.embed_tokens.weight
+            x, both = embed_and_rope(
+                input_ids, positions, weight, self.rotary_emb.table(weight.dtype)
+            )
+            cos, sin = both[:, :1], both[:, 1:]
+        else:
+            x = self.embed_tokens(input_ids)  # (T, hidden)
+            cos, sin = self.rotary_emb(positions, x.dtype)  # (T, 1, D) each
+        residual: torch.Tensor | None = None
+        for layer in self.layers:
+            x, residual = layer(x, residual, cos, sin, meta)
+        return x, residual
 
 
 class LlamaForCausalLM(nn.Module):
@@ -213,25 +231,36 @@ class LlamaForCausalLM(nn.Module):
         """(N, hidden) -> (N, vocab) float32."""
         return F.linear(hidden, self._lm_weight()).float()
 
-    def logits_and_greedy(
-        self, hidden: torch.Tensor, logits: torch.Tensor, tokens: torch.Tensor
+    def forward_greedy(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        meta: AttentionMetadata,
+        logits: torch.Tensor,
+        tokens: torch.Tensor,
     ) -> bool:
-        """For one sequence on the skinny path: into `logits` (1, vocab) float32 the logits of
-        `hidden` (1, hidden) and into `tokens` (1,) their argmax, with one product writing
-        float32 and its partial maxima, then a one-program argmax (`ferrum.kernels.logits`).
-        False (nothing written) anywhere else: the caller takes the generic way."""
+        """For one sequence on the skinny path, the whole step: the layers, then into `logits`
+        (1, vocab) float32 the logits and into `tokens` (1,) their argmax, with the final norm
+        folded into one product that writes float32 and its partial maxima, then a one-program
+        argmax (`ferrum.kernels.logits`). False (nothing run) anywhere else: the caller takes
+        the generic way."""
         layers = self.model.layers
         skinny = len(layers) > 0 and layers[0].skinny
         # not where compute_logits was replaced (a quantized or tensor-parallel head)
         plain = "compute_logits" not in vars(self) and (
             self.lm_head is None or type(self.lm_head) is nn.Linear
         )
-        if skinny and plain and hidden.shape[0] == 1 and (hidden.is_cuda or interpreting()):
-            from ferrum.kernels.logits import logits_and_greedy
+        if not (skinny and plain and input_ids.shape[0] == 1):
+            return False
+        if not (input_ids.is_cuda or interpreting()):
+            return False
+        from ferrum.kernels.logits import logits_and_greedy
 
-            logits_and_greedy(hidden, self._lm_weight(), logits, tokens)
-            return True
-        return False
+        x, residual = self.model.forward_layers(input_ids, positions, meta)
+        assert residual is not None  # skinny: there are layers
+        norm = self.model.norm
+        logits_and_greedy(x, self._lm_weight(), logits, tokens, (residual, norm.weight, norm.eps))
+        return True
 
     def _lm_weight(self) -> torch.Tensor:
         # tied: the embedding matrix

@@ -178,3 +178,38 @@ def test_graph_greedy_tokens_and_fed_back_inputs_equal_eager(tiny_qwen3):
         torch.cuda.empty_cache()
     assert results[0] == results[1]
     assert [len(t) for t in results[0]] == [28, 7, 28, 13]
+
+
+@pytest.mark.parametrize("arch", ["tiny_qwen3", "tiny_llama"])
+def test_forward_greedy_equals_forward_then_logits(arch, request):
+    """The one-sequence decode step with the final norm folded into the logits product (what
+    graphs of one row run) gives the logits and the argmax of the model's forward and head."""
+    from ferrum.layers.attention import build_metadata
+    from ferrum.layers.triton_attention import TritonPagedAttention
+
+    options = {"gpu_memory_utilization": 0.2} if DEVICE.type == "cuda" else {}
+    llm = LLM(
+        str(request.getfixturevalue(arch)), device=DEVICE.type, dtype="float32",
+        enforce_eager=True, **options,
+    )  # fmt: skip
+    model, runner = llm.engine.model, llm.engine.runner
+    for attn in runner.attention_layers:
+        attn.backend = TritonPagedAttention()
+    for layer in model.model.layers:
+        layer.skinny = True
+    vocab = model.config.vocab_size
+    ids = torch.tensor([11], device=DEVICE)
+    positions = torch.tensor([0], device=DEVICE)
+
+    def meta():
+        return build_metadata([1], [1], [[0]], runner.block_size, DEVICE)
+
+    with torch.inference_mode():
+        ref = model.compute_logits(model(ids, positions, meta()))
+        logits = torch.full((1, vocab), float("nan"), device=DEVICE)
+        tokens = torch.full((1,), -1, dtype=torch.int64, device=DEVICE)
+        assert model.forward_greedy(ids, positions, meta(), logits, tokens)
+        assert not model.forward_greedy(ids.repeat(2), positions.repeat(2), meta(), logits, tokens)
+    llm.close()
+    torch.testing.assert_close(logits, ref, atol=1e-4, rtol=1e-4)
+    assert tokens.item() == ref.argmax(-1).item()

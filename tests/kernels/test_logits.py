@@ -40,3 +40,26 @@ def test_greedy_takes_the_first_of_tied_maxima():
     token = torch.empty(1, dtype=torch.int64, device=DEVICE)
     logits_and_greedy(x, w, logits, token)
     assert token.item() == 5 == logits.argmax(-1).item()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_folded_final_norm_equals_the_norm_kernel_then_the_logits(dtype):
+    """RMSNorm(x + residual) inside the product gives what the norm kernel's output gives (the
+    same rounding; the mean square may be summed in another order) and the same token."""
+    from ferrum.kernels.logits import logits_and_greedy
+    from ferrum.kernels.norm import rms_norm
+
+    gen = torch.Generator().manual_seed(7)
+    vocab, hidden = 1003, 640  # the last K slice partial
+    x, res = (torch.randn(1, hidden, generator=gen).to(DEVICE, dtype) for _ in range(2))
+    norm_w = (torch.rand(hidden, generator=gen) + 0.5).to(DEVICE, dtype)
+    w = (torch.randn(vocab, hidden, generator=gen) * hidden**-0.5).to(DEVICE, dtype)
+    normed, _ = rms_norm(x, norm_w, 1e-6, res)
+    ref_logits = torch.empty(1, vocab, device=DEVICE)
+    ref_token = torch.empty(1, dtype=torch.int64, device=DEVICE)
+    logits_and_greedy(normed, w, ref_logits, ref_token)
+    logits = torch.full((1, vocab), float("nan"), device=DEVICE)
+    token = torch.full((1,), -1, dtype=torch.int64, device=DEVICE)
+    logits_and_greedy(x, w, logits, token, norm=(res, norm_w, 1e-6))
+    torch.testing.assert_close(logits, ref_logits, **tolerance(dtype))
+    assert token.item() == ref_token.item() == logits.argmax(-1).item()
