@@ -117,15 +117,7 @@ class PhaseTimer:
             return out
 
         runner.execute = timed_execute
-        sampler = runner.sampler
-
-        def timed_sampler(logits, rows):
-            t0 = time.perf_counter()
-            out = sampler(logits, rows)
-            self.times["sample"].append(time.perf_counter() - t0)
-            return out
-
-        runner.sampler = timed_sampler
+        self._wrap(runner.sampler, "sample", "sample")
         step = engine.step
 
         def timed_step():
@@ -163,15 +155,13 @@ def host_profile(llm, vocab: int) -> dict:
     llm.generate([prompt], SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))
     plain = llm.generate([prompt], params)[0].metrics.decode_tokens_per_second
     engine = llm.engine
-    sampler = engine.runner.sampler
     timer = PhaseTimer(engine)
     try:
         llm.generate([prompt], params)
     finally:  # the wrappers are instance attributes: dropping them restores the methods
-        for obj in (engine, engine.runner, engine.scheduler):
-            for name in ("step", "execute", "prepare", "schedule", "finish_step"):
+        for obj in (engine, engine.runner, engine.scheduler, engine.runner.sampler):
+            for name in ("step", "execute", "prepare", "schedule", "finish_step", "sample"):
                 obj.__dict__.pop(name, None)
-        engine.runner.sampler = sampler
     return {"unprofiled_step_us": 1e6 / plain, "phases_us_median": timer.summary()}
 
 

@@ -4,11 +4,16 @@ After the last layer of a one-sequence decode step come the lm_head (a matrix-ve
 over the whole vocabulary), a copy of its output to float32, and the greedy token (an argmax
 over ~150k values, a single-block reduction for torch): three launches and a slow reduction for
 one token. Here the product writes the float32 logits itself (rounded through the model dtype,
-as `F.linear(...).float()` gives them) and each program also writes the largest of its BLOCK_N
-logits with its index; a second, one-program kernel picks the first index of the largest of
-those partial maxima, which is `torch.argmax` of the row. The model's final RMSNorm (with the
-residual add before it) can be folded into the product too: every program recomputes it on the
-one row, with the rounding of the norm kernel.
+as `F.linear(...).float()` gives them) and each program also folds the largest of its BLOCK_N
+logits into one 64-bit word with an atomic max: the value's bits made order-preserving as an
+integer in the high half, the complement of its index in the low half, so the word's maximum is
+the largest logit at its first index, which is `torch.argmax` of the row. A one-thread kernel
+then writes that index as the token and resets the word for the next step. (Partial maxima read
+back by a one-program argmax cost 11 us on an H100 for Qwen3's 19k programs, 1% of a decode
+step: one SM reading what the whole chip wrote; the atomics overlap the product.)
+
+The model's final RMSNorm (with the residual add before it) can be folded into the product
+too: every program recomputes it on the one row, with the rounding of the norm kernel.
 """
 
 from __future__ import annotations
@@ -22,8 +27,12 @@ from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait
 
 BLOCK_N = 8  # vocabulary rows per program (the skinny GEMV's measured best width)
 BLOCK_K = 512
-ARGMAX_BLOCK = 1024
-NO_INDEX = 2**31 - 1
+EMPTY = -(2**63)  # the argmax word before any program has folded its maximum in
+
+
+def argmax_word(device: torch.device) -> torch.Tensor:
+    """A (1,) int64 word for `logits_and_greedy` to fold maxima into (it leaves it reset)."""
+    return torch.full((1,), EMPTY, dtype=torch.int64, device=device)
 
 
 @triton.jit
@@ -31,8 +40,7 @@ def _logits_kernel(
     x_ptr,
     w_ptr,
     out_ptr,
-    part_v,
-    part_i,
+    word_ptr,
     res_ptr,
     nw_ptr,
     N,
@@ -81,30 +89,22 @@ def _logits_kernel(
     logits = tl.sum(acc, 1).to(dt).to(tl.float32)
     tl.store(out_ptr + n, logits, mask=nmask)
     masked = tl.where(nmask, logits, float("-inf"))
-    tl.store(part_v + pid, tl.max(masked, 0))
-    tl.store(part_i + pid, pid * BLOCK_N + tl.argmax(masked, 0, tie_break_left=True))
+    best = tl.max(masked, 0) + 0.0  # + 0.0: -0.0 becomes +0.0, equal as argmax sees them
+    index = pid * BLOCK_N + tl.argmax(masked, 0, tie_break_left=True)
+    bits = best.to(tl.int32, bitcast=True)
+    order = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # signed order = the floats' order
+    word = (order.to(tl.int64) << 32) | (0x7FFFFFFF - index).to(tl.int64)  # ties: first index
+    tl.atomic_max(word_ptr, word, sem="relaxed")
 
 
 @triton.jit
-def _argmax_kernel(part_v, part_i, num, token_ptr, BLOCK: tl.constexpr, NONE: tl.constexpr,
-                   USE_PDL: tl.constexpr):  # fmt: skip
+def _token_kernel(word_ptr, token_ptr, USE_PDL: tl.constexpr):
     if USE_PDL:
         gdc_wait()
         gdc_launch_dependents()
-    offs = tl.arange(0, BLOCK)
-    best_v = tl.full([BLOCK], float("-inf"), tl.float32)
-    best_i = tl.full([BLOCK], NONE, tl.int32)
-    for start in range(0, num, BLOCK):
-        o = start + offs
-        mask = o < num
-        v = tl.load(part_v + o, mask=mask, other=float("-inf"))
-        i = tl.load(part_i + o, mask=mask, other=NONE)
-        better = v > best_v  # a lane meets its partials in index order: ties keep the first
-        best_v = tl.where(better, v, best_v)
-        best_i = tl.where(better, i, best_i)
-    top = tl.max(best_v, 0)
-    token = tl.min(tl.where(best_v == top, best_i, NONE), 0)
-    tl.store(token_ptr, tl.where(token == NONE, 0, token).to(tl.int64))  # all -inf: index 0
+    word = tl.load(word_ptr)
+    tl.store(token_ptr, 0x7FFFFFFF - (word & 0x7FFFFFFF))
+    tl.store(word_ptr, tl.full([], -(2**63), tl.int64))  # for the next step
 
 
 def logits_and_greedy(
@@ -113,23 +113,22 @@ def logits_and_greedy(
     logits: torch.Tensor,  # (1, V) float32, written
     token: torch.Tensor,  # (1,) int64, written: the first index of the largest logit
     norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,  # (residual, weight, eps)
+    word: torch.Tensor | None = None,  # `argmax_word`: kept by a caller that captures graphs
 ) -> None:
     """The logits and their argmax; with `norm`, of RMSNorm(x + residual) (the model's final
     norm, folded in: one kernel fewer)."""
     vocab, k = weight.shape
     if x.shape != (1, k) or weight.stride(1) != 1 or logits.shape != (1, vocab):
         raise ValueError(f"logits_and_greedy takes one row: x {tuple(x.shape)}, w {(vocab, k)}")
+    if vocab > 2**31 - 1:
+        raise ValueError(f"a vocabulary of {vocab} does not fit the argmax word's index")
     x = x.contiguous()
     residual, norm_weight, eps = norm if norm is not None else (x, x, 0.0)
-    programs = triton.cdiv(vocab, BLOCK_N)
-    part_v = torch.empty(programs, dtype=torch.float32, device=x.device)
-    part_i = torch.empty(programs, dtype=torch.int32, device=x.device)
-    _logits_kernel[(programs,)](
-        x, weight, logits, part_v, part_i, residual.contiguous(), norm_weight, vocab, k,
+    if word is None:
+        word = argmax_word(x.device)
+    _logits_kernel[(triton.cdiv(vocab, BLOCK_N),)](
+        x, weight, logits, word, residual.contiguous(), norm_weight, vocab, k,
         weight.stride(0), eps, NORM=norm is not None, ROUND=x.dtype != torch.float32,
         BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=4, **launch.options(),
     )  # fmt: skip
-    _argmax_kernel[(1,)](
-        part_v, part_i, programs, token, BLOCK=ARGMAX_BLOCK, NONE=NO_INDEX, num_warps=4,
-        **launch.options(),
-    )  # fmt: skip
+    _token_kernel[(1,)](word, token, num_warps=1, **launch.options())

@@ -254,12 +254,17 @@ class LlamaForCausalLM(nn.Module):
             return False
         if not (input_ids.is_cuda or interpreting()):
             return False
-        from ferrum.kernels.logits import logits_and_greedy
+        from ferrum.kernels.logits import argmax_word, logits_and_greedy
 
         x, residual = self.model.forward_layers(input_ids, positions, meta)
         assert residual is not None  # skinny: there are layers
         norm = self.model.norm
-        logits_and_greedy(x, self._lm_weight(), logits, tokens, (residual, norm.weight, norm.eps))
+        word = self.__dict__.get("_argmax_word")
+        if word is None or word.device != x.device:  # one per model: graphs capture its address
+            word = self.__dict__["_argmax_word"] = argmax_word(x.device)
+        logits_and_greedy(
+            x, self._lm_weight(), logits, tokens, (residual, norm.weight, norm.eps), word
+        )
         return True
 
     def _lm_weight(self) -> torch.Tensor:

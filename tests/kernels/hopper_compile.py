@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-# (module, kernel, argument types by name (the rest are i32), constexpr values)
+# (module, kernel, argument types by name (the rest are i32), constexpr values[, launch options])
 PTR_BF16 = "*bf16"
 CASES = [
     ("norm", "_rms_norm_kernel",
@@ -60,14 +60,12 @@ CASES = [
      {"D": 128, "BLOCK_D": 128, "BLOCK_N": 32, "MAX_SPLITS": 32, "HAS_SEQ_IDS": False}),
     *[
         ("logits", "_logits_kernel",
-         {"x_ptr": PTR_BF16, "w_ptr": PTR_BF16, "out_ptr": "*fp32", "part_v": "*fp32",
-          "part_i": "*i32", "res_ptr": PTR_BF16, "nw_ptr": PTR_BF16, "eps": "fp32"},
+         {"x_ptr": PTR_BF16, "w_ptr": PTR_BF16, "out_ptr": "*fp32", "word_ptr": "*i64",
+          "res_ptr": PTR_BF16, "nw_ptr": PTR_BF16, "eps": "fp32"},
          {"NORM": norm, "ROUND": True, "BLOCK_N": 8, "BLOCK_K": 512})
         for norm in (False, True)
     ],
-    ("logits", "_argmax_kernel",
-     {"part_v": "*fp32", "part_i": "*i32", "token_ptr": "*i64"},
-     {"BLOCK": 1024, "NONE": 2**31 - 1}),
+    ("logits", "_token_kernel", {"word_ptr": "*i64", "token_ptr": "*i64"}, {}, {"num_warps": 1}),
     ("step_io", "_inputs_kernel", {"host_ptr": "*i64", "dev_ptr": "*i64", "ids_ptr": "*i64"},
      {"ROWS": 5, "BLOCK_R": 8, "BLOCK": 256}),
     ("step_io", "_to_host_kernel", {"src_ptr": "*i64", "dst_ptr": "*i64"}, {"BLOCK": 256}),
@@ -98,14 +96,14 @@ def compile_all() -> list[str]:
 
     target = GPUTarget("cuda", 90, 32)
     done = []
-    for module, name, types, constexprs in CASES:
+    for module, name, types, constexprs, *options in CASES:
         kernel = getattr(importlib.import_module(f"ferrum.kernels.{module}"), name)
         pdl = "USE_PDL" in kernel.arg_names  # the launch-ordering waits compile for Hopper too
         constexprs = {**constexprs, "USE_PDL": True} if pdl else constexprs
         signature = {arg: types.get(arg, "i32") for arg in kernel.arg_names}
         signature.update({arg: "constexpr" for arg in constexprs})
         source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
-        triton.compile(source, target=target, options={"launch_pdl": pdl})
+        triton.compile(source, target=target, options={"launch_pdl": pdl, **dict(*options)})
         done.append(f"{module}.{name}{sorted(constexprs.items())}")
     return done
 

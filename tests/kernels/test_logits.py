@@ -63,3 +63,24 @@ def test_folded_final_norm_equals_the_norm_kernel_then_the_logits(dtype):
     logits_and_greedy(x, w, logits, token, norm=(res, norm_w, 1e-6))
     torch.testing.assert_close(logits, ref_logits, **tolerance(dtype))
     assert token.item() == ref_token.item() == logits.argmax(-1).item()
+
+
+def test_argmax_word_orders_negative_logits_and_is_left_reset():
+    """All logits negative (the float order is not the bits' order there), one word reused
+    by consecutive calls as graphs reuse it: each call gets its own argmax."""
+    from ferrum.kernels.logits import EMPTY, argmax_word, logits_and_greedy
+
+    gen = torch.Generator().manual_seed(2)
+    vocab, hidden = 777, 32
+    x = torch.ones(1, hidden, device=DEVICE)
+    word = argmax_word(DEVICE)
+    for best in (3, 600, 0, vocab - 1):
+        w = -(torch.rand(vocab, hidden, generator=gen) + 1.0)
+        w[best] = -0.5
+        w = w.to(DEVICE)
+        logits = torch.empty(1, vocab, device=DEVICE)
+        token = torch.empty(1, dtype=torch.int64, device=DEVICE)
+        logits_and_greedy(x, w, logits, token, word=word)
+        assert (logits < 0).all()
+        assert token.item() == best == logits.argmax(-1).item()
+        assert word.item() == EMPTY
