@@ -15,7 +15,10 @@ For each model (random weights of the real architecture, bf16, CUDA graphs):
    execute separates launch from GPU time, so the step is a little slower than an unprofiled
    one; the unprofiled step time is reported beside it.
 
-Everything goes to DIR/gpu_profile.json and a summary is printed.
+Everything goes to DIR/gpu_profile.json and a summary is printed. Single views instead:
+--between MODEL (the GPU and the host's CUDA calls between two decode-1 steps), --timeline
+MODEL (the 64-concurrent workload step by step) and --prefill MODEL (the kernels of one
+8 x 1024-token prompt step and its TFLOP/s).
 """
 
 from __future__ import annotations
@@ -300,6 +303,62 @@ def step_timeline(alias: str, seqs: int, prompt: int, new: int, overlap: bool) -
         release()
 
 
+def prefill_profile(alias: str, seqs: int = 8, prompt: int = 1024) -> dict:
+    """Kernels of one prompt step of `seqs` prompts of `prompt` tokens (the 64-concurrent
+    workload's prefill steps: 8 x 1024 = 8192 tokens), by total GPU time, and the step's
+    achieved TFLOP/s (2 x parameters per token, plus causal attention)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    from ferrum import LLM, SamplingParams
+
+    llm = LLM(
+        alias, random_weights=True, device="cuda", dtype="bfloat16", max_num_seqs=seqs,
+        max_num_batched_tokens=seqs * prompt, gpu_memory_utilization=0.85,
+    )  # fmt: skip
+    rng = random.Random(6)
+    vocab = llm.engine.vocab_size
+    params = SamplingParams(temperature=0, max_tokens=1, ignore_eos=True)
+
+    def prompts() -> list[list[int]]:
+        return [[rng.randrange(vocab) for _ in range(prompt)] for _ in range(seqs)]
+
+    llm.generate(prompts(), params)  # compiles
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    llm.generate(prompts(), params)
+    torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        llm.generate(prompts(), params)
+        torch.cuda.synchronize()
+    model = llm.engine.model
+    cfg = model.config
+    # the layers' weights (the embedding is a lookup; the lm_head runs on one row a prompt)
+    heads = 1 if cfg.tie_word_embeddings else 2
+    params_count = (
+        sum(p.numel() for p in model.parameters()) - heads * cfg.vocab_size * cfg.hidden_size
+    )
+    attention = 2 * 2 * prompt * prompt / 2 * cfg.num_heads * cfg.head_dim * cfg.num_layers
+    flops = seqs * (2 * params_count * prompt + attention)
+    llm.close()
+    del llm
+    release()
+    per_name: dict[str, float] = defaultdict(float)
+    for event in prof.events():
+        if event.device_type == DeviceType.CUDA:
+            per_name[event.name[:90]] += event.device_time
+    busy = sum(per_name.values())
+    top = sorted(per_name.items(), key=lambda kv: -kv[1])[:TOP_KERNELS]
+    return {
+        "tokens": seqs * prompt,
+        "wall_ms": wall * 1e3,
+        "kernel_ms": busy / 1e3,
+        "tflops_on_wall": flops / wall / 1e12,
+        "top": [{"kernel": name, "ms": us / 1e3, "share": us / busy} for name, us in top],
+    }
+
+
 def between_steps(alias: str, steps: int = 48) -> dict:
     """The GPU between two decode-1 steps as the engine runs them (overlapped, PDL): every GPU
     event from the end of one step's greedy token to the start of the next step's first
@@ -389,7 +448,14 @@ def main() -> None:
     ap.add_argument(
         "--timeline", default="", help="model: only the 64-concurrent step timeline of it"
     )
+    ap.add_argument("--prefill", default="", help="model: the kernels of one 8 x 1024 prompt step")
     args = ap.parse_args()
+    if args.prefill:
+        entry = prefill_profile(args.prefill)
+        print({k: round(v, 2) for k, v in entry.items() if k != "top"})
+        for row in entry["top"]:
+            print(f"  {row['ms']:8.2f} ms  {row['share']:6.1%}  {row['kernel']}")
+        return
     if args.between:
         entry = between_steps(args.between)
         print("median greedy token -> next step's first projection (us):",
