@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ import triton
 import triton.language as tl
 
 from ferrum.bench.gpu_skinny import L2_BYTES, REPEAT, graph_us
+from ferrum.bench.report import write_json
 
 ROWS = 64
 # name -> (N, K): Llama-3.1-8B's projections and its lm_head
@@ -123,9 +123,7 @@ def main() -> None:
     for name, (n, k) in SHAPES.items():
         results[name] = measure(name, n, k, a)
         torch.cuda.empty_cache()
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "gpu_gemm64.json").write_text(json.dumps(results, indent=1))
+    write_json(results, Path(args.out) / "gpu_gemm64.json")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 from pathlib import Path
 
 import torch
+
+from ferrum.bench.report import write_json
 
 # (batch, context, kv heads, query heads per kv head): 64-concurrent and offline-256 shapes of
 # Llama-3.1-8B and Qwen3-0.6B, and decode-1
@@ -90,9 +91,7 @@ def main() -> None:
             print(f"batch {batch:>3} ctx {ctx:>5}  {layout:<11} block {block:>2} {shape:<8} "
                   f"{ms * 1e3:8.1f} us  {kv_bytes / ms / 1e6:7.0f} GB/s", flush=True)  # fmt: skip
             torch.cuda.empty_cache()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_kvlayout.json").write_text(json.dumps(results, indent=1))
+    write_json({"cases": results}, Path(args.out) / "gpu_kvlayout.json")
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ fields; default: the configured one).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from ferrum.bench.gpu_skinny import L2_BYTES, REPEAT, graph_us
+from ferrum.bench.report import write_json
 
 BLOCK = 16
 CONTEXTS = [128, 256, 384, 512, 768, 1024, 2048, 4096, 8192]
@@ -92,9 +92,7 @@ def main() -> None:
                     print(f"{model:<12} batch {batch:>2} ctx {ctx:>5} {label:<8} {row}  "
                           f"best {best}", flush=True)  # fmt: skip
     pd.CONFIG = default
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_splits.json").write_text(json.dumps(results, indent=1))
+    write_json({"cases": results}, Path(args.out) / "gpu_splits.json")
 
 
 if __name__ == "__main__":

@@ -120,7 +120,8 @@ def task_json(result: TaskResult, env: Environment, command: str) -> dict:
 
 
 def write_json(data: dict, path: str | Path) -> None:
-    """Write `data` as strict JSON (NaN and infinities become null)."""
+    """Write `data` as strict JSON (NaN and infinities become null), making its folder."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(_finite(data), indent=2) + "\n")
 
 
