@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ferrum.bench.gpu_skinny import launch_shape
 from ferrum.bench.report import write_json
 
 # (batch, context, kv heads, query heads per kv head): 64-concurrent and offline-256 shapes of
@@ -48,29 +49,30 @@ def decode_ms(
     out = torch.empty_like(q)
     cu = torch.arange(batch + 1, device=dev, dtype=torch.int32)
     lens = torch.full((batch,), ctx, device=dev, dtype=torch.int32)
-    saved = pd.CONFIG
-    pd.CONFIG = config
-    try:
+    with launch_shape(pd, config):
         if splits is None:
             splits = pd.num_splits_for(batch, kv, pd.device_sms(torch.device(dev)))
         return do_bench(
             lambda: pd.paged_decode_attention(q, cache, out, cu, lens, tables, DIM**-0.5, splits),
             warmup=10, rep=50, return_mode="median",
         )  # fmt: skip
-    finally:
-        pd.CONFIG = saved
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=".")
     ap.add_argument("--splits", action="store_true", help="token-major, block 16: split counts")
+    ap.add_argument("--split-counts", type=lambda v: [int(x) for x in v.split(",")],
+                    default=[1, 2, 4])  # fmt: skip
+    ap.add_argument("--shapes", default="32x4x4,32x4x3,32x8x4,16x4x4,64x4x4,32x2x4",
+                    help="with --splits: launch shapes, tile x warps x stages")  # fmt: skip
     args = ap.parse_args()
     from ferrum.kernels import paged_decode as pd
 
     if args.splits:
-        shapes = [(32, 4, 4), (32, 4, 3), (32, 8, 4), (16, 4, 4), (64, 4, 4), (32, 2, 4)]
-        for case, splits, shape in itertools.product(CASES[:2], (1, 2, 4), shapes):
+        shapes = [(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")]
+        shapes = [tuple(shape) for shape in shapes]
+        for case, splits, shape in itertools.product(CASES[:2], args.split_counts, shapes):
             ms = decode_ms(case, "token-major", 16, pd.DecodeConfig(*shape), splits)
             batch, ctx, kv, _ = case
             gbps = 2 * batch * ctx * kv * DIM * 2 / ms / 1e6

@@ -21,6 +21,7 @@ import argparse
 import itertools
 import json
 import statistics
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -36,6 +37,18 @@ GRIDS = {
     1: list(itertools.product((4, 8, 16), (512, 1024), (4, 8), (3, 4))),
     16: list(itertools.product((16, 32, 64), (128, 256), (4,), (3, 4))),
 }
+
+
+@contextmanager
+def launch_shape(module, config):
+    """Inside the block, every launch of a kernel module (paged_decode, paged_prefill) uses
+    `config` as its CONFIG."""
+    saved = module.CONFIG
+    module.CONFIG = config
+    try:
+        yield
+    finally:
+        module.CONFIG = saved
 
 
 def graph_us(fn) -> float:

@@ -73,7 +73,8 @@ CASES = [
      {"q_ptr": PTR_BF16, "k_cache": PTR_BF16, "v_cache": PTR_BF16, "out_ptr": PTR_BF16,
       "cu_q": "*i32", "ctx_lens": "*i32", "tables": "*i32", "seq_ids": "*i32",
       "scale_log2": "fp32"},
-     {"G": 4, "D": 128, "BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_D": 128, "DOT_PRECISION": "tf32"}),
+     {"G": 4, "D": 128, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_D": 128,
+      "DOT_PRECISION": "tf32"}, {"num_warps": 8, "num_stages": 2}),
     *[
         ("skinny_gemm", "_skinny_gemm_kernel",
          {"x_ptr": PTR_BF16, "w_ptr": PTR_BF16, "b_ptr": PTR_BF16, "out_ptr": PTR_BF16,

@@ -161,10 +161,15 @@ SCHEDULES = {
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
-def test_backend_matches_torch_backend(dtype, schedule):
+@pytest.mark.parametrize("prefill_shape", ["default", "hopper"])  # 64- and 128-row tiles
+def test_backend_matches_torch_backend(dtype, schedule, prefill_shape, monkeypatch):
     """TritonPagedAttention (store, prefill and decode kernels) step by step against
     TorchPagedAttention on its own cache copy."""
+    from ferrum.kernels import paged_prefill
     from ferrum.layers.triton_attention import TritonPagedAttention
+
+    shapes = {"default": paged_prefill.PrefillConfig(), "hopper": paged_prefill.HOPPER}
+    monkeypatch.setattr(paged_prefill, "CONFIG", shapes[prefill_shape])
 
     heads, kv, dim = 6, 2, 32
     gen = torch.Generator().manual_seed(len(schedule))
