@@ -110,6 +110,9 @@ class DecodeGraphs:
         ).pin_memory()
         self._copied = torch.cuda.Event()
         self._tables_copied: list[tuple[list[int], int]] = []  # what self.tables holds
+        from ferrum.kernels.step_io import reaches_host
+
+        self._kernel_io = reaches_host(device.index or 0)
 
     def _metadata(self, batch: int) -> AttentionMetadata:
         return AttentionMetadata(
@@ -200,9 +203,16 @@ class DecodeGraphs:
             if sampled.data_ptr() != self.tokens.data_ptr():  # sampled outside this graph
                 self.tokens[: sampled.shape[0]].copy_(sampled)
         # every row but _TOKENS, and each row's input token, by a kernel reading the staging
-        from ferrum.kernels.step_io import inputs_from_host
+        # (or, where the GPU cannot address it, a copy and a gather)
+        if self._kernel_io:
+            from ferrum.kernels.step_io import inputs_from_host
 
-        inputs_from_host(self._host_inputs, self.inputs, self.ids, _IDS, _SOURCE, batch)
+            inputs_from_host(self._host_inputs, self.inputs, self.ids, _IDS, _SOURCE, batch)
+        else:
+            self.inputs[:_HOST_ROWS].copy_(self._host_inputs, non_blocking=True)
+            torch.index_select(
+                self.inputs.view(-1), 0, self.inputs[_SOURCE, :batch], out=self.ids[:batch]
+            )
         # the block tables only when one changed: a table list is only ever appended to (a
         # sequence that gives its blocks back gets a new list), so the same lists at the same
         # lengths hold what the device has (kept referenced here, so no new list takes an id)

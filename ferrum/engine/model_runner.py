@@ -86,6 +86,7 @@ class ModelRunner:
         self.kv_cache: torch.Tensor | None = None
         self.graphs: DecodeGraphs | None = None
         self.use_triton = device.type == "cuda" and triton_available()
+        self._kernel_io = False
         self._prev_tokens: torch.Tensor | None = None  # the last launched step's samples
         self._prev_rows: dict[int, int] = {}  # seq_id -> its row in them
         if self.use_triton:
@@ -96,6 +97,10 @@ class ModelRunner:
             from ferrum.kernels.launch import set_pdl
 
             set_pdl(self.config.pdl is not False, device.index or 0)
+            from ferrum.kernels.step_io import reaches_host
+
+            # the sampled tokens go to the host by a kernel where it can address host memory
+            self._kernel_io = reaches_host(device.index or 0)
             # tensor parallel shards keep the plain layers: the skinny path has no all-reduce
             skinny = self.config.skinny_gemm is not False
             if skinny and self.config.tensor_parallel_size == 1:
@@ -201,7 +206,7 @@ class ModelRunner:
         if self.device.type != "cuda":
             return PendingStep(sample, tensors, None)
         host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
-        if self.use_triton and len(tensors) == 1 and tensors[0].dtype == torch.int64:
+        if self._kernel_io and len(tensors) == 1 and tensors[0].dtype == torch.int64:
             from ferrum.kernels.step_io import to_host
 
             to_host(tensors[0].contiguous(), host[0])  # the tokens: a kernel, not a copy engine

@@ -8,9 +8,13 @@ address space (unified virtual addressing), so a kernel can read and write it di
 `inputs_from_host` copies the staged inputs and gathers each row's input token on the way (its
 own id, or a token the step in flight sampled, still on the device), which the graph otherwise
 begins with an index kernel for; `to_host` writes a step's tokens into page-locked memory.
+Where the driver does not map page-locked memory for the GPU (`reaches_host` says), callers
+fall back to copies.
 """
 
 from __future__ import annotations
+
+from functools import cache
 
 import torch
 import triton
@@ -85,3 +89,16 @@ def to_host(src: torch.Tensor, dst: torch.Tensor) -> None:
     n = src.numel()
     if n:
         _to_host_kernel[(triton.cdiv(n, BLOCK),)](src, dst, n, BLOCK=BLOCK)
+
+
+@cache
+def reaches_host(device_index: int) -> bool:
+    """Whether kernels on this GPU can address page-locked host memory (triton refuses a
+    pointer the driver has not mapped for the device): probed once with a one-element write."""
+    dst = torch.zeros(1, dtype=torch.int64).pin_memory()
+    try:
+        to_host(torch.ones(1, dtype=torch.int64, device=f"cuda:{device_index}"), dst)
+    except ValueError:
+        return False
+    torch.cuda.synchronize(device_index)
+    return dst.item() == 1

@@ -154,10 +154,15 @@ def test_skinny_gemm_layers_give_the_torch_path_tokens(arch, request, monkeypatc
 
 @pytest.mark.gpu
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
-def test_graph_greedy_tokens_and_fed_back_inputs_equal_eager(tiny_qwen3):
+@pytest.mark.parametrize("kernel_io", [True, False])  # False: copies (host memory not mapped)
+def test_graph_greedy_tokens_and_fed_back_inputs_equal_eager(tiny_qwen3, kernel_io, monkeypatch):
     """Greedy requests that outlive seeded sampled ones: steps go from mixed (the sampler's
     tokens, copied into the graph's token buffer for the next step) to all-greedy (the graph's
     own argmax, read back by the next graph) with overlapped steps; tokens equal eager steps."""
+    from ferrum.kernels import step_io
+
+    if not kernel_io:
+        monkeypatch.setattr(step_io, "reaches_host", lambda device_index: False)
     greedy = SamplingParams(temperature=0, max_tokens=28, ignore_eos=True)
     sampled = [
         SamplingParams(temperature=0.9, top_p=0.9, seed=s, max_tokens=n, ignore_eos=True)

@@ -61,3 +61,11 @@ def test_the_gpu_reaches_host_memory_only_when_page_locked():
     inputs = torch.zeros(ROWS + 1, WIDTH, dtype=torch.int64, device=DEVICE)
     with pytest.raises(ValueError, match="page-locked"):
         inputs_from_host(torch.zeros(ROWS, WIDTH, dtype=torch.int64), inputs, inputs[0], 0, 4, 1)
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
+def test_this_gpu_reaches_page_locked_memory():
+    """Linux with unified addressing maps page-locked memory for every GPU: the kernels' way."""
+    from ferrum.kernels.step_io import reaches_host
+
+    assert reaches_host(DEVICE.index or 0)
