@@ -34,15 +34,16 @@ class PrefillConfig:
 # best of gpu_prefill's shapes on an H100: Llama-3.1-8B heads, 8 x 1024-token prompts 0.318 ms
 # a layer (0.352 at 64 x 64), one 8192-token prompt 1.66 ms (2.16)
 HOPPER = PrefillConfig(128, 128, 8, 2)
-# what every launch uses (None: HOPPER on compute capability 9.x and later, else the
-# PrefillConfig defaults, whose tiles fit smaller chips' shared memory)
+# what every launch uses (None: HOPPER for 16-bit tensors on compute capability 9.x and later,
+# else the PrefillConfig defaults, whose tiles fit smaller chips' shared memory and float32)
 CONFIG: PrefillConfig | None = None
 
 
-def launch_config(device: torch.device) -> PrefillConfig:
+def launch_config(q: torch.Tensor) -> PrefillConfig:
     if CONFIG is not None:
         return CONFIG
-    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9:
+    hopper = q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9
+    if hopper and q.element_size() <= 2:  # float32 tiles of 128 x 128 need 256 KiB
         return HOPPER
     return PrefillConfig()
 
@@ -164,7 +165,7 @@ def paged_prefill_attention(
     if q.stride(2) != 1:
         q = q.contiguous()
     k_cache, v_cache = kv_cache[0], kv_cache[1]
-    cfg = launch_config(q.device)
+    cfg = launch_config(q)
     tiles = triton.cdiv(max_query_len, cfg.block_m)
     _prefill_kernel[(seq_ids.shape[0], tiles, num_heads)](
         q, k_cache, v_cache, out, cu_seqlens_q, context_lens, block_tables, seq_ids,

@@ -161,7 +161,9 @@ SCHEDULES = {
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
-@pytest.mark.parametrize("prefill_shape", ["default", "hopper"])  # 64- and 128-row tiles
+# prefill launch shapes: 64- and 128-row tiles, or the one the device and dtype get (on a GPU,
+# with real head sizes: float32 must not get tiles past the shared memory)
+@pytest.mark.parametrize("prefill_shape", ["default", "hopper", "chosen"])
 def test_backend_matches_torch_backend(dtype, schedule, prefill_shape, monkeypatch):
     """TritonPagedAttention (store, prefill and decode kernels) step by step against
     TorchPagedAttention on its own cache copy."""
@@ -169,9 +171,9 @@ def test_backend_matches_torch_backend(dtype, schedule, prefill_shape, monkeypat
     from ferrum.layers.triton_attention import TritonPagedAttention
 
     shapes = {"default": paged_prefill.PrefillConfig(), "hopper": paged_prefill.HOPPER}
-    monkeypatch.setattr(paged_prefill, "CONFIG", shapes[prefill_shape])
+    monkeypatch.setattr(paged_prefill, "CONFIG", shapes.get(prefill_shape))
 
-    heads, kv, dim = 6, 2, 32
+    heads, kv, dim = 6, 2, 128 if prefill_shape == "chosen" else 32
     gen = torch.Generator().manual_seed(len(schedule))
     num_blocks = 40
     cache = make_cache(num_blocks, kv, dim, dtype)
