@@ -218,6 +218,7 @@ class LlamaForCausalLM(nn.Module):
             if config.tie_word_embeddings
             else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         )
+        self._argmax_word: torch.Tensor | None = None  # forward_greedy's, made at first use
 
     def forward(
         self,
@@ -241,9 +242,9 @@ class LlamaForCausalLM(nn.Module):
     ) -> bool:
         """For one sequence on the skinny path, the whole step: the layers, then into `logits`
         (1, vocab) float32 the logits and into `tokens` (1,) their argmax, with the final norm
-        folded into one product that writes float32 and its partial maxima, then a one-program
-        argmax (`ferrum.kernels.logits`). False (nothing run) anywhere else: the caller takes
-        the generic way."""
+        folded into one product that writes float32 and folds its programs' maxima into one
+        word, which a one-thread kernel turns into the token (`ferrum.kernels.logits`). False
+        (nothing run) anywhere else: the caller takes the generic way."""
         layers = self.model.layers
         skinny = len(layers) > 0 and layers[0].skinny
         # not where compute_logits was replaced (a quantized or tensor-parallel head)
@@ -259,9 +260,9 @@ class LlamaForCausalLM(nn.Module):
         x, residual = self.model.forward_layers(input_ids, positions, meta)
         assert residual is not None  # skinny: there are layers
         norm = self.model.norm
-        word = self.__dict__.get("_argmax_word")
+        word = self._argmax_word
         if word is None or word.device != x.device:  # one per model: graphs capture its address
-            word = self.__dict__["_argmax_word"] = argmax_word(x.device)
+            word = self._argmax_word = argmax_word(x.device)
         logits_and_greedy(
             x, self._lm_weight(), logits, tokens, (residual, norm.weight, norm.eps), word
         )
