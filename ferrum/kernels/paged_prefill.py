@@ -74,7 +74,8 @@ def _tile(q, m, l_sum, acc, n, kv_end, qpos, table, k_cache, v_cache, d, dmask, 
     return m_new, l_sum, acc
 
 
-@triton.jit(do_not_specialize=["stride_tab"])  # table width changes every step
+# the table width and the tile count change every step: one compile for all
+@triton.jit(do_not_specialize=["stride_tab", "num_tiles"])
 def _prefill_kernel(
     q_ptr,
     k_cache,

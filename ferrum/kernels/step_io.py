@@ -23,7 +23,10 @@ import triton.language as tl
 BLOCK = 256  # rows per program
 
 
-@triton.jit
+# the row counts change from step to step: one compile for all of them (triton would otherwise
+# compile a variant for 1, for multiples of 16 and for the rest, the first time each comes up,
+# in the middle of serving)
+@triton.jit(do_not_specialize=["batch"])
 def _inputs_kernel(
     host_ptr,  # (ROWS, stride) int64 page-locked staging
     dev_ptr,  # (> ROWS, stride) int64 device inputs
@@ -50,7 +53,7 @@ def _inputs_kernel(
     tl.store(ids_ptr + m, tl.where(on_device, sampled, own), mask=m < batch)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n"])
 def _to_host_kernel(src_ptr, dst_ptr, n, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     tl.store(dst_ptr + i, tl.load(src_ptr + i, mask=i < n), mask=i < n)
