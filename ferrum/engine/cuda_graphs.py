@@ -153,7 +153,6 @@ class DecodeGraphs:
         start = time.perf_counter()
         self.inputs[_SLOTS].fill_(-1)  # padding everywhere: nothing is written to the cache
         self.inputs[_CONTEXT].zero_()
-        self.inputs[_SOURCE].copy_(torch.from_numpy(self._own_ids))  # the _IDS entries
         pool = None
         for batch in reversed(self.sizes):
             meta = self._metadata(batch)

@@ -67,7 +67,7 @@ def embed_and_rope(
         raise ValueError("embed_and_rope needs rows with unit inner stride")
     x = torch.empty(tokens, hidden, dtype=embedding.dtype, device=embedding.device)
     rope = torch.empty(tokens, *table.shape[1:], dtype=table.dtype, device=table.device)
-    width = rope[0].numel() if tokens else 0
+    width = table[0].numel()  # one position's cos and sin
     if tokens:
         _embed_rope_kernel[(tokens,)](
             ids, positions, embedding, table, x, rope, hidden, embedding.stride(0),

@@ -98,13 +98,13 @@ def _logits_kernel(
 
 
 @triton.jit
-def _token_kernel(word_ptr, token_ptr, USE_PDL: tl.constexpr):
+def _token_kernel(word_ptr, token_ptr, EMPTY: tl.constexpr, USE_PDL: tl.constexpr):
     if USE_PDL:
         gdc_wait()
         gdc_launch_dependents()
     word = tl.load(word_ptr)
     tl.store(token_ptr, 0x7FFFFFFF - (word & 0x7FFFFFFF))
-    tl.store(word_ptr, tl.full([], -(2**63), tl.int64))  # for the next step
+    tl.store(word_ptr, tl.full([], EMPTY, tl.int64))  # for the next step
 
 
 def logits_and_greedy(
@@ -131,4 +131,4 @@ def logits_and_greedy(
         weight.stride(0), eps, NORM=norm is not None, ROUND=x.dtype != torch.float32,
         BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=4, **launch.options(),
     )  # fmt: skip
-    _token_kernel[(1,)](word, token, num_warps=1, **launch.options())
+    _token_kernel[(1,)](word, token, EMPTY=EMPTY, num_warps=1, **launch.options())

@@ -61,6 +61,13 @@ def _norm_rope(x, xp, rstd, w, wp, sign, c, s, dt: tl.constexpr, QK_NORM: tl.con
     return a + b
 
 
+@triton.jit
+def _split_chunk(ctx, num_splits, BLOCK_N: tl.constexpr):
+    """Context tokens per split: equal parts rounded up to whole tiles (the decode kernel cuts
+    the context so, the combine works out from it which splits hold any)."""
+    return tl.cdiv(tl.cdiv(ctx, num_splits), BLOCK_N) * BLOCK_N
+
+
 @triton.jit(do_not_specialize=["stride_tab", "num_splits"])  # one compile for every batch
 def _decode_kernel(
     q_ptr,  # (T, H, D) queries; FUSED: the (T, H + 2*Hkv, D) qkv projection
@@ -117,7 +124,7 @@ def _decode_kernel(
         s = i.to(tl.int64)
     row = tl.load(cu_q + s + 1).to(tl.int64) - 1  # the sequence's one (last) query row
     ctx = tl.load(ctx_lens + s).to(tl.int32)
-    chunk = tl.cdiv(tl.cdiv(ctx, num_splits), BLOCK_N) * BLOCK_N
+    chunk = _split_chunk(ctx, num_splits, BLOCK_N)
     start = split * chunk
     end = tl.minimum(start + chunk, ctx)
     if (start >= ctx) & (num_splits > 1):
@@ -252,8 +259,7 @@ def _reduce_kernel(
     row = tl.load(cu_q + s + 1).to(tl.int64) - 1
     # the splits the decode kernel filled: its chunks hold whole tiles, the rest are empty
     ctx = tl.load(ctx_lens + s).to(tl.int32)
-    chunk = tl.cdiv(tl.cdiv(ctx, num_splits), BLOCK_N) * BLOCK_N
-    used = tl.cdiv(ctx, tl.maximum(chunk, 1))
+    used = tl.cdiv(ctx, tl.maximum(_split_chunk(ctx, num_splits, BLOCK_N), 1))
     sp = tl.arange(0, MAX_SPLITS)
     smask = sp < used
     d = tl.arange(0, BLOCK_D)

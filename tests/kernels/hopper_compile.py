@@ -65,7 +65,8 @@ CASES = [
          {"NORM": norm, "ROUND": True, "BLOCK_N": 8, "BLOCK_K": 512})
         for norm in (False, True)
     ],
-    ("logits", "_token_kernel", {"word_ptr": "*i64", "token_ptr": "*i64"}, {}, {"num_warps": 1}),
+    ("logits", "_token_kernel", {"word_ptr": "*i64", "token_ptr": "*i64"}, {"EMPTY": -(2**63)},
+     {"num_warps": 1}),
     ("step_io", "_inputs_kernel", {"host_ptr": "*i64", "dev_ptr": "*i64", "ids_ptr": "*i64"},
      {"ROWS": 5, "BLOCK_R": 8, "BLOCK": 256}),
     ("step_io", "_to_host_kernel", {"src_ptr": "*i64", "dst_ptr": "*i64"}, {"BLOCK": 256}),
