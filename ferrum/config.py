@@ -45,6 +45,10 @@ class EngineConfig:
     # decode steps of one sequence run each decoder layer's projections as matrix-vector
     # kernels with the norms and the activation folded in; None: on for one CUDA device
     skinny_gemm: bool | None = None
+    # the projections and logits of decode steps of 17-64 sequences on ferrum's tile GEMM
+    # (ferrum.kernels.tile_gemm) rather than cuBLAS, for 16-bit weights; None: on for one GPU
+    # of compute capability 9.x (Hopper, where it was measured faster)
+    tile_gemm: bool | None = None
     # launch the Triton kernels with programmatic dependent launch, so each starts while the
     # one before it drains; None: on where the GPU supports it (compute capability 9.0+)
     pdl: bool | None = None

@@ -1,12 +1,15 @@
-"""The projections of a 64-sequence decode step (Llama-3.1-8B shapes, 64 rows) on cuBLAS,
-cuBLASLt and a Triton tile sweep, and the chip's read bandwidth: is there room under cuBLAS?
+"""The projections of a 64-sequence decode step on cuBLAS, cuBLASLt and ferrum's tile GEMM
+(`ferrum.kernels.tile_gemm`: its default launch shape and a sweep of shapes and K splits), and
+the chip's read bandwidth: is there room under cuBLAS, and does the default shape take it?
 
-    python -m ferrum.bench.gpu_gemm64 [--out DIR]
+    python -m ferrum.bench.gpu_gemm64 [--out DIR] [--models llama3.1:8b,qwen3:0.6b] [--rows 64,32]
 
-Each candidate runs REPEAT times back to back in one CUDA graph, cycling through weight copies
-that together overflow L2 (a decode step streams every weight from DRAM once), and the replay
-is timed: a figure is the in-graph time of one call. Prints microseconds and TB/s of weight read
-per shape; DIR/gpu_gemm64.json holds every figure.
+Each candidate runs REPEAT times back to back in one CUDA graph (launched with PDL, as the engine
+does), cycling through weight copies that together overflow L2 (a decode step streams every
+weight from DRAM once), and the replay is timed: a figure is the in-graph time of one call. The
+full sweep runs at the first row count; the others time cuBLAS, the default and the five best
+shapes of the first. Prints microseconds and TB/s of weight read per shape; DIR/gpu_gemm64.json
+holds every figure.
 """
 
 from __future__ import annotations
@@ -17,52 +20,46 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 
 from ferrum.bench.gpu_skinny import L2_BYTES, REPEAT, graph_us
 from ferrum.bench.report import write_json
+from ferrum.kernels.tile_gemm import TileConfig, default_config, tile_linear
 
-ROWS = 64
-# name -> (N, K): Llama-3.1-8B's projections and its lm_head
+# model -> name -> (N, K): the four projections of a decoder layer and the lm_head
 SHAPES = {
-    "qkv": (6144, 4096),
-    "o": (4096, 4096),
-    "gate_up": (28672, 4096),
-    "down": (4096, 14336),
-    "lm_head": (128256, 4096),
+    "llama3.1:8b": {
+        "qkv": (6144, 4096),
+        "o": (4096, 4096),
+        "gate_up": (28672, 4096),
+        "down": (4096, 14336),
+        "lm_head": (128256, 4096),
+    },
+    "qwen3:0.6b": {
+        "qkv": (4096, 1024),
+        "o": (1024, 2048),
+        "gate_up": (6144, 1024),
+        "down": (1024, 3072),
+        "lm_head": (151936, 1024),
+    },
 }
-# (BLOCK_N, BLOCK_K, stages, warps)
-GRID = list(itertools.product((64, 128, 256), (64, 128), (3, 4, 5), (4, 8)))
+SHARED_BYTES = 200 * 2**10  # what a program's pipeline stages may hold (an H100 SM has 228 KiB)
+KEEP = 5  # shapes of the full sweep re-timed at the other row counts
 
 
-@triton.jit
-def _gemm_kernel(a_ptr, w_ptr, c_ptr, M, N, K, stride_am, stride_wn, stride_cm,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
-    """c (M, N) = a (M, K) @ w (N, K)^T, one BLOCK_N column strip per program, all M rows."""
-    pid = tl.program_id(0)
-    rm = tl.arange(0, BLOCK_M)
-    rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    a_ptrs = a_ptr + rm[:, None] * stride_am + rk[None, :]
-    w_ptrs = w_ptr + rn[None, :].to(tl.int64) * stride_wn + rk[:, None]
-    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    for _ in range(0, K, BLOCK_K):
-        a = tl.load(a_ptrs, mask=rm[:, None] < M, other=0.0)
-        w = tl.load(w_ptrs, mask=rn[None, :] < N, other=0.0)
-        acc = tl.dot(a, w, acc)
-        a_ptrs += BLOCK_K
-        w_ptrs += BLOCK_K
-    tl.store(c_ptr + rm[:, None] * stride_cm + rn[None, :], acc.to(c_ptr.dtype.element_ty),
-             mask=(rm[:, None] < M) & (rn[None, :] < N))  # fmt: skip
-
-
-def triton_linear(a, w, out, block_n, block_k, stages, warps):
-    n, k = w.shape
-    _gemm_kernel[(triton.cdiv(n, block_n),)](
-        a, w, out, a.shape[0], n, k, a.stride(0), w.stride(0), out.stride(0),
-        BLOCK_M=64, BLOCK_N=block_n, BLOCK_K=block_k, num_stages=stages, num_warps=warps,
-    )  # fmt: skip
+def sweep(n: int, k: int, rows: int, sms: int) -> list[TileConfig]:
+    """Tile shapes and K splits worth timing for an (rows, k) @ (n, k)^T product."""
+    configs = []
+    block_m = max(16, 1 << (rows - 1).bit_length())
+    for bn, bk, stages, split in itertools.product(
+        (32, 64, 128, 256), (64, 128, 256), (3, 4, 5), (1, 2, 3, 4, 6, 8)
+    ):
+        programs = -(-n // bn) * split
+        if not sms // 2 <= programs <= 10 * sms or k // (split * bk) < 2:
+            continue
+        if stages * (block_m + bn) * bk * 2 > SHARED_BYTES:
+            continue
+        configs.append(TileConfig(bn, bk, split, stages, 8 if bn == 256 else 4))
+    return configs
 
 
 def read_bandwidth(gib: float = 4.0) -> float:
@@ -79,50 +76,71 @@ def read_bandwidth(gib: float = 4.0) -> float:
     return best
 
 
-def measure(name: str, n: int, k: int, a: torch.Tensor) -> dict:
-    """cuBLAS, cuBLASLt and the best Triton tile for (ROWS, k) @ (n, k)^T."""
+def measure(name: str, n: int, k: int, rows: int, configs: list[TileConfig] | None) -> dict:
+    """cuBLAS, cuBLASLt, the default tile shape and each of `configs` (None: the sweep) for
+    (rows, k) @ (n, k)^T."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
     count = min(REPEAT, -(-3 * L2_BYTES // (n * k * 2)))
-    ws = [torch.randn(n, k, device="cuda", dtype=a.dtype) * 0.02 for _ in range(count)]
-    x = a[:, :k].contiguous()
-    out = torch.empty(ROWS, n, device="cuda", dtype=a.dtype)
+    ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(count)]
+    x = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16)
     gb = n * k * 2 / 1e9
-    entry = {"cublas_us": graph_us(lambda i: F.linear(x, ws[i % count]))}
+    entry: dict = {"cublas_us": graph_us(lambda i: F.linear(x, ws[i % count]))}
     torch.backends.cuda.preferred_blas_library("cublaslt")
     entry["cublaslt_us"] = graph_us(lambda i: F.linear(x, ws[i % count]))
     torch.backends.cuda.preferred_blas_library("cublas")
-    ref = F.linear(x, ws[0]).float()
+    ref = F.linear(x.float(), ws[0].float())
+    default = default_config(rows, n, k, sms)
+
+    def timed(cfg: TileConfig) -> tuple[float, float]:
+        err = (tile_linear(x, ws[0], None, cfg).float() - ref).abs().max().item()
+        return graph_us(lambda i: tile_linear(x, ws[i % count], None, cfg)), err
+
+    entry["default"], entry["default_us"] = vars(default), timed(default)[0]
     tried = []
-    for cfg in GRID:
+    for cfg in configs if configs is not None else sweep(n, k, rows, sms):
         try:
-            triton_linear(x, ws[0], out, *cfg)
-            err = (out.float() - ref).abs().max().item()
-            us = graph_us(lambda i, c=cfg: triton_linear(x, ws[i % count], out, *c))
-        except Exception as exc:  # out of shared memory for the bigger tiles
+            us, err = timed(cfg)
+        except Exception as exc:  # out of shared memory or registers
             print(f"  {name} {cfg}: {type(exc).__name__}", flush=True)
             continue
-        tried.append((us, cfg, err))
-    best_us, best_cfg, best_err = min(tried)
-    entry.update(triton_us=best_us, triton_cfg=best_cfg, triton_err=best_err,
-                 all=[(round(t, 2), c) for t, c, _ in tried])  # fmt: skip
+        if err > 0.05:
+            raise AssertionError(f"{name} {cfg}: max error {err} against float32")
+        tried.append((us, cfg))
+    tried.sort(key=lambda t: t[0])
+    best_us, best = tried[0]
+    entry.update(best_us=best_us, best=vars(best),
+                 all=[(round(t, 2), vars(c)) for t, c in tried])  # fmt: skip
     print(
-        f"{name:<8} N {n:>6} K {k:>5}: cublas {entry['cublas_us']:7.1f} us "
+        f"{name:<22} N {n:>6} K {k:>5}: cublas {entry['cublas_us']:7.1f} us "
         f"({gb * 1e3 / entry['cublas_us']:.2f} TB/s)  cublaslt {entry['cublaslt_us']:7.1f}  "
-        f"triton {best_us:7.1f} ({gb * 1e3 / best_us:.2f} TB/s) {best_cfg} err {best_err:.3g}",
+        f"default {entry['default_us']:7.1f} ({gb * 1e3 / entry['default_us']:.2f} TB/s)  "
+        f"best {best_us:7.1f} ({gb * 1e3 / best_us:.2f} TB/s) {tuple(vars(best).values())}",
         flush=True,
     )
+    entry["_top"] = [c for _, c in tried[:KEEP]]
     return entry
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=".")
+    ap.add_argument("--models", default=",".join(SHAPES))
+    ap.add_argument("--rows", default="64,32")
     args = ap.parse_args()
+    from ferrum.kernels.launch import set_pdl
+
+    set_pdl(True)
     results: dict = {"gpu": torch.cuda.get_device_name(0), "read_GBps": read_bandwidth()}
     print(f"read bandwidth {results['read_GBps']:.0f} GB/s", flush=True)
-    a = torch.randn(ROWS, 14336, device="cuda", dtype=torch.bfloat16)
-    for name, (n, k) in SHAPES.items():
-        results[name] = measure(name, n, k, a)
-        torch.cuda.empty_cache()
+    rows_list = [int(r) for r in args.rows.split(",")]
+    for model in args.models.split(","):
+        for name, (n, k) in SHAPES[model].items():
+            top = None
+            for rows in rows_list:
+                entry = measure(f"{model} {name} x{rows}", n, k, rows, top)
+                top = entry.pop("_top")
+                results[f"{model} {name} x{rows}"] = entry
+                torch.cuda.empty_cache()
     write_json(results, Path(args.out) / "gpu_gemm64.json")
 
 

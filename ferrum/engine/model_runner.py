@@ -23,6 +23,7 @@ from ferrum.kernels import triton_available
 from ferrum.layers.attention import Attention, build_metadata
 from ferrum.sampling_params import SamplingParams
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)  # the tile GEMM's: float32 keeps cuBLAS
 log = logging.getLogger("ferrum.engine")
 GIB = 1 << 30
 # GPU memory kept free beyond the measured activation peak (CUDA graphs, allocator slack).
@@ -107,6 +108,18 @@ class ModelRunner:
                 for module in model.modules():
                     if hasattr(module, "skinny"):
                         module.skinny = True
+            if self._tile_gemm(device):
+                for module in model.modules():
+                    if hasattr(module, "tile_gemm"):
+                        module.tile_gemm = True
+
+    def _tile_gemm(self, device: torch.device) -> bool:
+        """Whether decode batches take the tile GEMM (EngineConfig.tile_gemm)."""
+        if self.config.tensor_parallel_size != 1 or self.dtype not in HALF_DTYPES:
+            return False
+        if self.config.tile_gemm is None:  # measured on Hopper only
+            return torch.cuda.get_device_capability(device)[0] == 9
+        return self.config.tile_gemm
 
     @property
     def kv_bytes_per_block(self) -> int:

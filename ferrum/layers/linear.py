@@ -11,9 +11,16 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ferrum.errors import CheckpointError
+from ferrum.kernels import interpreting
+
+# Rows of a product that take the tile GEMM where it is on (EngineConfig.tile_gemm): a decode
+# step of 17-64 sequences. One row takes the skinny GEMV (the decoder layers' own path), 2-16
+# stay on cuBLAS, as do prompt chunks of more rows (compute-bound: cuBLAS is at its best).
+TILE_ROWS = range(17, 65)
 
 
 class FusedLinear(nn.Linear):
@@ -76,3 +83,23 @@ def qkv_linear(
 def gate_up_linear(hidden: int, intermediate: int, bias: bool) -> FusedLinear:
     """The fused [gate | up] projection of one gated MLP (shards 0 and 1)."""
     return FusedLinear(hidden, {0: intermediate, 1: intermediate}, bias)
+
+
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, tile: bool
+) -> torch.Tensor:
+    """F.linear; with `tile`, a product of TILE_ROWS rows on the tile GEMM
+    (`ferrum.kernels.tile_gemm`: it reads the weights of a decode step faster than cuBLAS)."""
+    if tile and x.dim() == 2 and x.shape[0] in TILE_ROWS and (x.is_cuda or interpreting()):
+        from ferrum.kernels.tile_gemm import tile_linear
+
+        return tile_linear(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+def project(layer: nn.Module, x: torch.Tensor, tile: bool) -> torch.Tensor:
+    """layer(x), by `linear` where the layer is a plain or fused nn.Linear (a quantized or
+    tensor-parallel layer keeps its own forward)."""
+    if tile and type(layer) in (nn.Linear, FusedLinear):
+        return linear(x, layer.weight, layer.bias, tile)
+    return layer(x)

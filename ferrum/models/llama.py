@@ -12,13 +12,12 @@ q/k/v bias (Qwen2), per-head q/k RMSNorm before rope (Qwen3), o/MLP biases, tied
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ferrum.kernels import interpreting
 from ferrum.layers.activation import SiluAndMul
 from ferrum.layers.attention import Attention, AttentionMetadata
-from ferrum.layers.linear import gate_up_linear, qkv_linear
+from ferrum.layers.linear import gate_up_linear, linear, project, qkv_linear
 from ferrum.layers.norm import RMSNorm
 from ferrum.layers.rotary import RotaryEmbedding
 from ferrum.models.config import TransformerConfig
@@ -56,11 +55,13 @@ class LlamaAttention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
         self.attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim**-0.5)
+        self.tile_gemm = False  # EngineConfig.tile_gemm: decode batches on the tile GEMM
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
-        return self.o_proj(self.attend(self.qkv_proj(x), cos, sin, meta))
+        qkv = project(self.qkv_proj, x, self.tile_gemm)
+        return project(self.o_proj, self.attend(qkv, cos, sin, meta), self.tile_gemm)
 
     def attend(
         self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, meta: AttentionMetadata
@@ -84,9 +85,11 @@ class LlamaMLP(nn.Module):
         self.down_proj = nn.Linear(
             config.intermediate_size, config.hidden_size, bias=config.mlp_bias
         )
+        self.tile_gemm = False  # EngineConfig.tile_gemm: decode batches on the tile GEMM
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act_fn(self.gate_up_proj(x)))
+        gate_up = project(self.gate_up_proj, x, self.tile_gemm)
+        return project(self.down_proj, self.act_fn(gate_up), self.tile_gemm)
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -219,6 +222,7 @@ class LlamaForCausalLM(nn.Module):
             else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         )
         self._argmax_word: torch.Tensor | None = None  # forward_greedy's, made at first use
+        self.tile_gemm = False  # EngineConfig.tile_gemm: the logits of decode batches too
 
     def forward(
         self,
@@ -230,7 +234,7 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, hidden) -> (N, vocab) float32."""
-        return F.linear(hidden, self._lm_weight()).float()
+        return linear(hidden, self._lm_weight(), None, self.tile_gemm).float()
 
     def forward_greedy(
         self,

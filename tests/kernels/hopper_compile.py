@@ -87,6 +87,17 @@ CASES = [
         for prologue in (0, 1, 2)
         for block_m in (1, 16)
     ],
+    *[
+        ("tile_gemm", "_tile_gemm_kernel",
+         {"x_ptr": PTR_BF16, "w_ptr": PTR_BF16, "b_ptr": PTR_BF16, "out_ptr": PTR_BF16,
+          "part_ptr": "*fp32", "ticket_ptr": "*i32", "stride_xm": "i64", "stride_wn": "i64",
+          "stride_om": "i64"},
+         {"HAS_BIAS": split, "SPLIT": split, "EVEN_K": True, "BLOCK_M": 64, "BLOCK_N": block_n,
+          "BLOCK_K": 128, "DOT_PRECISION": "tf32"},
+         {"num_warps": 8 if block_n == 256 else 4, "num_stages": 4})
+        for split in (False, True)
+        for block_n in (64, 256)
+    ],
 ]  # fmt: skip
 
 

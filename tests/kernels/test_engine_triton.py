@@ -152,6 +152,37 @@ def test_skinny_gemm_layers_give_the_torch_path_tokens(arch, request, monkeypatc
     assert got_batched == ref
 
 
+def test_tile_gemm_decode_batches_give_the_cublas_tokens(tiny_llama, monkeypatch):
+    """Decode steps of 17-64 sequences with their projections and logits on the tile GEMM give
+    the greedy tokens of the plain layers; prompt steps (more rows) keep the plain path."""
+    from ferrum.kernels import tile_gemm
+
+    options = {"gpu_memory_utilization": 0.2} if DEVICE.type == "cuda" else {}
+    llm = LLM(
+        str(tiny_llama), device=DEVICE.type, dtype="float32", enforce_eager=True,
+        max_num_seqs=32, tile_gemm=False, **options,
+    )  # fmt: skip
+    modules = [m for m in llm.engine.model.modules() if hasattr(m, "tile_gemm")]
+    assert len(modules) == 2 * llm.engine.model.config.num_layers + 1  # attention, MLP; logits
+    assert not any(m.tile_gemm for m in modules)
+    prompts = [f"{PROMPTS[i % 2]} {i}" for i in range(20)]
+    ref = [o.outputs[0].token_ids for o in llm.generate(prompts, GREEDY)]
+    rows = []
+    tile_linear = tile_gemm.tile_linear
+
+    def counted(x, *args, **kwargs):
+        rows.append(x.shape[0])
+        return tile_linear(x, *args, **kwargs)
+
+    monkeypatch.setattr(tile_gemm, "tile_linear", counted)
+    for module in modules:
+        module.tile_gemm = True
+    got = [o.outputs[0].token_ids for o in llm.generate(prompts, GREEDY)]
+    llm.close()
+    assert rows and set(rows) == {20}  # the decode steps: 20 rows each
+    assert got == ref
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
 @pytest.mark.parametrize("kernel_io", [True, False])  # False: copies (host memory not mapped)

@@ -1,0 +1,191 @@
+"""out = x @ W.T (+ bias) for a decode batch of up to 64 rows on the tensor cores.
+
+A decode step of 17-64 sequences is still a stream of the weights: 64 rows are a quarter of what
+an H100 needs per weight byte to be compute-bound, so a projection takes as long as its weight
+takes to read. cuBLAS reads them at 2.2-2.7 TB/s there (Llama-3.1-8B's shapes at 64 rows,
+`python -m ferrum.bench.gpu_gemm64`): its kernels for these shapes leave part of the chip idle
+(a 4096 x 4096 product is 32 output tiles of 128 for 132 multiprocessors) or end in a partial
+wave. Here each program owns BLOCK_N output columns for all rows and streams a slice of K of
+their weight rows; with SPLIT_K > 1 the K range is cut into parts, so a narrow product still
+gives every multiprocessor a program. Each part writes its float32 partial sums to a workspace
+and takes a ticket from a per-tile counter; the last part to arrive adds the partials in split
+order (so the result does not depend on which finished first), writes the output and resets the
+counter for the next call. One kernel, no zero-fill or second pass (either would add a launch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from ferrum.kernels import launch
+from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait
+
+MAX_ROWS = 64
+MAX_TILES = 8192  # output tiles a split product may have (the ticket counters per device)
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Launch shape of one product (the numerics depend only on block_k and split_k)."""
+
+    block_n: int = 128
+    block_k: int = 128
+    split_k: int = 1
+    num_stages: int = 4
+    num_warps: int = 4
+
+
+@triton.jit(do_not_specialize=["split_k"])
+def _tile_gemm_kernel(
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    out_ptr,
+    part_ptr,  # (split_k, BLOCK_M, N) float32 partial sums (SPLIT only)
+    ticket_ptr,  # (tiles,) int32 counters, zero between calls (SPLIT only)
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_wn,
+    stride_om,
+    split_k,
+    HAS_BIAS: tl.constexpr,
+    SPLIT: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    USE_PDL: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    rm = tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    mmask = rm < M
+    nmask = rn < N
+    per_split = tl.cdiv(tl.cdiv(K, BLOCK_K), split_k) * BLOCK_K
+    k_start = pid_k * per_split
+    k_end = tl.minimum(k_start + per_split, K)
+    # rows past N read row N - 1 (in bounds, never stored): the weight loads need no mask
+    w_rows = tl.minimum(rn, N - 1).to(tl.int64) * stride_wn
+    x_ptrs = x_ptr + rm[:, None] * stride_xm + (k_start + rk)[None, :]
+    w_ptrs = w_ptr + w_rows[None, :] + (k_start + rk)[:, None]
+    if USE_PDL:  # launched before the kernel ahead of it is done: wait for its writes
+        gdc_wait()
+        gdc_launch_dependents()
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        if EVEN_K:
+            a = tl.load(x_ptrs, mask=mmask[:, None], other=0.0)
+            w = tl.load(w_ptrs)
+        else:
+            kmask = (k0 + rk) < K
+            a = tl.load(x_ptrs, mask=mmask[:, None] & kmask[None, :], other=0.0)
+            w = tl.load(w_ptrs, mask=kmask[:, None], other=0.0)
+        acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
+        x_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+
+    out_mask = mmask[:, None] & nmask[None, :]
+    if SPLIT:
+        tile = rm[:, None] * N + rn[None, :]
+        tl.store(part_ptr + pid_k * BLOCK_M * N + tile, acc, mask=out_mask)
+        tl.debug_barrier()  # every thread's partial is written before the ticket (a release)
+        ticket = tl.atomic_add(ticket_ptr + pid_n, 1, sem="acq_rel")
+        if ticket == split_k - 1:  # the last part: the others' partials are visible
+            acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+            for s in range(0, split_k):  # in split order: the same sum whoever is last
+                acc += tl.load(part_ptr + s * BLOCK_M * N + tile, mask=out_mask, other=0.0,
+                               cache_modifier=".cg")  # fmt: skip
+            tl.store(ticket_ptr + pid_n, 0)
+            if HAS_BIAS:
+                acc += tl.load(b_ptr + rn, mask=nmask, other=0.0).to(tl.float32)[None, :]
+            tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :],
+                     acc.to(out_ptr.dtype.element_ty), mask=out_mask)  # fmt: skip
+    else:
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + rn, mask=nmask, other=0.0).to(tl.float32)[None, :]
+        tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :],
+                 acc.to(out_ptr.dtype.element_ty), mask=out_mask)  # fmt: skip
+
+
+_tickets: dict[torch.device, torch.Tensor] = {}
+
+
+def _ticket_counters(device: torch.device) -> torch.Tensor:
+    # one zeroed array per device, shared by every split product: each leaves it zeroed, and a
+    # launch that follows one (PDL or not) touches it only after that one has completed
+    counters = _tickets.get(device)
+    if counters is None:
+        counters = _tickets[device] = torch.zeros(MAX_TILES, dtype=torch.int32, device=device)
+    return counters
+
+
+def default_config(rows: int, n: int, k: int, num_sms: int) -> TileConfig:
+    """A launch shape from the product's size: the widest column tile (128, 64, 32) that still
+    gives 0.7 programs per multiprocessor; where even 32 leaves half the chip idle, K cut into
+    up to 4 parts of at least 4 slices each; 256-wide K slices for long rows. On an H100 at 64
+    rows this is within 1 us of the best shape swept for every Llama-3.1-8B and Qwen3-0.6B
+    projection but Llama's o and qkv (0.7-0.9 us slower, on a par with cuBLAS there), and cuts
+    Llama's step by ~3 us a layer and 27 us of logits against cuBLAS (gpu_gemm64)."""
+    del rows  # the shape does not depend on it up to MAX_ROWS
+    block_k = 256 if k >= 8192 else 128
+    block_n = next((b for b in (128, 64) if triton.cdiv(n, b) >= 0.7 * num_sms), 32)
+    tiles = triton.cdiv(n, block_n)
+    split = 1
+    if 2 * tiles <= num_sms:
+        split = max(1, min(num_sms // tiles, 4, triton.cdiv(k, block_k) // 4))
+    return TileConfig(block_n=block_n, block_k=block_k, split_k=split)
+
+
+def tile_linear(
+    x: torch.Tensor,  # (M, K), M <= MAX_ROWS
+    weight: torch.Tensor,  # (N, K)
+    bias: torch.Tensor | None = None,
+    config: TileConfig | None = None,
+) -> torch.Tensor:
+    """x @ weight.T + bias, (M, N) in x's dtype."""
+    rows, k = x.shape
+    n = weight.shape[0]
+    if rows > MAX_ROWS:
+        raise ValueError(f"tile_linear takes at most {MAX_ROWS} rows, got {rows}")
+    if weight.shape[1] != k or weight.stride(1) != 1:
+        raise ValueError(f"weight {tuple(weight.shape)} does not take {k} inputs contiguously")
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    if config is None:
+        config = default_config(rows, n, k, _sms(x.device))
+    out = torch.empty(rows, n, dtype=x.dtype, device=x.device)
+    if rows == 0:
+        return out
+    block_m = max(16, triton.next_power_of_2(rows))
+    tiles = triton.cdiv(n, config.block_n)
+    split = max(1, min(config.split_k, triton.cdiv(k, config.block_k)))
+    parts = tickets = out  # placeholders: unused without a split
+    if split > 1:
+        if tiles > MAX_TILES:
+            raise ValueError(f"a split product has at most {MAX_TILES} tiles, got {tiles}")
+        parts = torch.empty(split, block_m, n, dtype=torch.float32, device=x.device)
+        tickets = _ticket_counters(x.device)
+    _tile_gemm_kernel[(tiles, split)](
+        x, weight, bias if bias is not None else weight, out, parts, tickets,
+        rows, n, k, x.stride(0), weight.stride(0), out.stride(0), split,
+        HAS_BIAS=bias is not None, SPLIT=split > 1, EVEN_K=k % config.block_k == 0,
+        BLOCK_M=block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+        DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
+        num_warps=config.num_warps, num_stages=config.num_stages, **launch.options(),
+    )  # fmt: skip
+    return out
+
+
+def _sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 16
+    return torch.cuda.get_device_properties(device).multi_processor_count
