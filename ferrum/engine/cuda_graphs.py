@@ -45,7 +45,8 @@ _IDS, _POSITIONS, _SLOTS, _CONTEXT, _SOURCE, _TOKENS = range(6)
 _HOST_ROWS = 5
 # graphs of at most this many rows end with the greedy tokens: a decode step of a few sequences
 # is a latency chain that the sampler's kernels lengthen; a large batch often samples (its
-# argmax would then read the whole logits for nothing) and its step is long anyway
+# argmax would then read the whole logits for nothing) and its step is long anyway. Batches
+# whose logits product folds the argmax in (the tile GEMM's, 17-64 rows) have them at no cost.
 GREEDY_MAX_BATCH = 8
 
 
@@ -99,6 +100,7 @@ class DecodeGraphs:
         vocab = model.config.vocab_size
         self.logits = torch.empty(self.max_batch, vocab, dtype=torch.float32, device=device)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self._greedy_batches: set[int] = set()  # graphs that end with their greedy tokens
         # pinned staging for the two host-to-device copies of a step, filled through numpy;
         # `_copied` says when the last copies have read them (a worker rank never waits for
         # its step's results, so the next step could otherwise overwrite them in flight)
@@ -131,22 +133,28 @@ class DecodeGraphs:
 
     def has_greedy(self, n: int) -> bool:
         """Whether the graph that runs a step of n sequences leaves their greedy tokens."""
-        return self._graph_batch(n) <= GREEDY_MAX_BATCH
+        return self._graph_batch(n) in self._greedy_batches
 
     def _graph_batch(self, n: int) -> int:
         return next(b for b in self.sizes if b >= n)
 
-    def _forward(self, batch: int, meta: AttentionMetadata) -> None:
+    def _forward(self, batch: int, meta: AttentionMetadata) -> bool:
+        """The step's forward into `logits`; True where it also leaves the greedy tokens."""
         ids, positions = self.ids[:batch], self.inputs[_POSITIONS, :batch]
         logits, tokens = self.logits[:batch], self.tokens[:batch]
         greedy = batch <= GREEDY_MAX_BATCH
         fused = getattr(self.model, "forward_greedy", None) if greedy else None
         if fused is not None and fused(ids, positions, meta, logits, tokens):
-            return
+            return True
         hidden = self.model(ids, positions, meta)
+        # a decode batch whose logits product folds their argmax in: greedy at no extra pass
+        fused = getattr(self.model, "compute_logits_greedy", None)
+        if fused is not None and fused(hidden, logits, tokens):
+            return True
         logits.copy_(self.model.compute_logits(hidden))
         if greedy:
             tokens.copy_(greedy_tokens(logits))
+        return greedy
 
     @torch.inference_mode()
     def capture(self) -> None:
@@ -160,7 +168,8 @@ class DecodeGraphs:
             torch.cuda.synchronize()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
-                self._forward(batch, meta)
+                if self._forward(batch, meta):
+                    self._greedy_batches.add(batch)
             pool = graph.pool()
             self.graphs[batch] = graph
         torch.cuda.synchronize()

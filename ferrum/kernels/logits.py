@@ -14,6 +14,10 @@ step: one SM reading what the whole chip wrote; the atomics overlap the product.
 
 The model's final RMSNorm (with the residual add before it) can be folded into the product
 too: every program recomputes it on the one row, with the rounding of the norm kernel.
+
+The tile GEMM (`ferrum.kernels.tile_gemm`) folds its tiles' row maxima into one such word per
+row the same way (`pack_argmax`), for the logits of decode batches of 17-64 sequences, and
+`tokens_from_words` reads them.
 """
 
 from __future__ import annotations
@@ -30,9 +34,20 @@ BLOCK_K = 512
 EMPTY = -(2**63)  # the argmax word before any program has folded its maximum in
 
 
-def argmax_word(device: torch.device) -> torch.Tensor:
-    """A (1,) int64 word for `logits_and_greedy` to fold maxima into (it leaves it reset)."""
-    return torch.full((1,), EMPTY, dtype=torch.int64, device=device)
+def argmax_word(device: torch.device, rows: int = 1) -> torch.Tensor:
+    """(rows,) int64 words for `logits_and_greedy` or the tile GEMM to fold maxima into (the
+    token kernel leaves them reset)."""
+    return torch.full((rows,), EMPTY, dtype=torch.int64, device=device)
+
+
+@triton.jit
+def pack_argmax(best, index):
+    """The word of a maximum `best` (float32) at vocabulary `index`: signed 64-bit order of the
+    words is the floats' order, ties broken towards the first index."""
+    best = best + 0.0  # -0.0 becomes +0.0, equal as argmax sees them
+    bits = best.to(tl.int32, bitcast=True)
+    order = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # signed order = the floats' order
+    return (order.to(tl.int64) << 32) | (0x7FFFFFFF - index).to(tl.int64)
 
 
 @triton.jit
@@ -89,22 +104,31 @@ def _logits_kernel(
     logits = tl.sum(acc, 1).to(dt).to(tl.float32)
     tl.store(out_ptr + n, logits, mask=nmask)
     masked = tl.where(nmask, logits, float("-inf"))
-    best = tl.max(masked, 0) + 0.0  # + 0.0: -0.0 becomes +0.0, equal as argmax sees them
     index = pid * BLOCK_N + tl.argmax(masked, 0, tie_break_left=True)
-    bits = best.to(tl.int32, bitcast=True)
-    order = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # signed order = the floats' order
-    word = (order.to(tl.int64) << 32) | (0x7FFFFFFF - index).to(tl.int64)  # ties: first index
-    tl.atomic_max(word_ptr, word, sem="relaxed")
+    tl.atomic_max(word_ptr, pack_argmax(tl.max(masked, 0), index), sem="relaxed")
 
 
-@triton.jit
-def _token_kernel(word_ptr, token_ptr, EMPTY: tl.constexpr, USE_PDL: tl.constexpr):
+@triton.jit(do_not_specialize=["rows"])
+def _token_kernel(
+    word_ptr, token_ptr, rows, EMPTY: tl.constexpr, BLOCK: tl.constexpr, USE_PDL: tl.constexpr
+):
     if USE_PDL:
         gdc_wait()
         gdc_launch_dependents()
-    word = tl.load(word_ptr)
-    tl.store(token_ptr, 0x7FFFFFFF - (word & 0x7FFFFFFF))
-    tl.store(word_ptr, tl.full([], EMPTY, tl.int64))  # for the next step
+    r = tl.arange(0, BLOCK)
+    mask = r < rows
+    word = tl.load(word_ptr + r, mask=mask, other=0)
+    tl.store(token_ptr + r, 0x7FFFFFFF - (word & 0x7FFFFFFF), mask=mask)
+    tl.store(word_ptr + r, tl.full([BLOCK], EMPTY, tl.int64), mask=mask)  # for the next step
+
+
+def tokens_from_words(word: torch.Tensor, tokens: torch.Tensor) -> None:
+    """tokens[i] = the index in argmax word i (int64, written), and the words reset."""
+    rows = word.shape[0]
+    _token_kernel[(1,)](
+        word, tokens, rows, EMPTY=EMPTY, BLOCK=triton.next_power_of_2(rows),
+        num_warps=1 if rows <= 32 else 2, **launch.options(),
+    )  # fmt: skip
 
 
 def logits_and_greedy(
@@ -131,4 +155,4 @@ def logits_and_greedy(
         weight.stride(0), eps, NORM=norm is not None, ROUND=x.dtype != torch.float32,
         BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=4, **launch.options(),
     )  # fmt: skip
-    _token_kernel[(1,)](word, token, EMPTY=EMPTY, num_warps=1, **launch.options())
+    tokens_from_words(word, token)

@@ -11,6 +11,11 @@ gives every multiprocessor a program. Each part writes its float32 partial sums 
 and takes a ticket from a per-tile counter; the last part to arrive adds the partials in split
 order (so the result does not depend on which finished first), writes the output and resets the
 counter for the next call. One kernel, no zero-fill or second pass (either would add a launch).
+
+For the logits of a decode batch the output may be float32 (rounded through the input dtype
+first, as `F.linear(...).float()` gives it), and with `argmax_word` each program also folds
+each row's largest logit of its tile into that row's argmax word (`ferrum.kernels.logits`):
+the greedy tokens come out of the product, with no pass over the logits.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import triton.language as tl
 
 from ferrum.kernels import launch
 from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait
+from ferrum.kernels.logits import pack_argmax
 
 MAX_ROWS = 64
 MAX_TILES = 8192  # output tiles a split product may have (the ticket counters per device)
@@ -47,6 +53,7 @@ def _tile_gemm_kernel(
     out_ptr,
     part_ptr,  # (split_k, BLOCK_M, N) float32 partial sums (SPLIT only)
     ticket_ptr,  # (tiles,) int32 counters, zero between calls (SPLIT only)
+    word_ptr,  # (M,) int64 argmax words (ARGMAX only)
     M,
     N,
     K,
@@ -56,6 +63,7 @@ def _tile_gemm_kernel(
     split_k,
     HAS_BIAS: tl.constexpr,
     SPLIT: tl.constexpr,
+    ARGMAX: tl.constexpr,  # fold each row's largest output into its argmax word (no SPLIT)
     EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -107,13 +115,19 @@ def _tile_gemm_kernel(
             tl.store(ticket_ptr + pid_n, 0)
             if HAS_BIAS:
                 acc += tl.load(b_ptr + rn, mask=nmask, other=0.0).to(tl.float32)[None, :]
-            tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :],
-                     acc.to(out_ptr.dtype.element_ty), mask=out_mask)  # fmt: skip
+            out = acc.to(x_ptr.dtype.element_ty).to(out_ptr.dtype.element_ty)
+            tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :], out, mask=out_mask)
     else:
         if HAS_BIAS:
             acc += tl.load(b_ptr + rn, mask=nmask, other=0.0).to(tl.float32)[None, :]
-        tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :],
-                 acc.to(out_ptr.dtype.element_ty), mask=out_mask)  # fmt: skip
+        # through the input dtype first: a float32 output holds what the 16-bit product gives
+        out = acc.to(x_ptr.dtype.element_ty).to(out_ptr.dtype.element_ty)
+        tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :], out, mask=out_mask)
+        if ARGMAX:
+            masked = tl.where(nmask[None, :], out.to(tl.float32), float("-inf"))
+            index = pid_n * BLOCK_N + tl.argmax(masked, 1, tie_break_left=True)
+            word = pack_argmax(tl.max(masked, 1), index)
+            tl.atomic_max(word_ptr + rm, word, mask=mmask, sem="relaxed")
 
 
 _tickets: dict[torch.device, torch.Tensor] = {}
@@ -150,34 +164,45 @@ def tile_linear(
     weight: torch.Tensor,  # (N, K)
     bias: torch.Tensor | None = None,
     config: TileConfig | None = None,
+    out: torch.Tensor | None = None,  # (M, N), x's dtype or float32; default: a new x-dtype one
+    argmax_word: torch.Tensor | None = None,  # (M,) `logits.argmax_word`: rows' maxima folded in
 ) -> torch.Tensor:
-    """x @ weight.T + bias, (M, N) in x's dtype."""
+    """x @ weight.T + bias, (M, N) in x's dtype (or into `out`)."""
     rows, k = x.shape
     n = weight.shape[0]
     if rows > MAX_ROWS:
         raise ValueError(f"tile_linear takes at most {MAX_ROWS} rows, got {rows}")
     if weight.shape[1] != k or weight.stride(1) != 1:
         raise ValueError(f"weight {tuple(weight.shape)} does not take {k} inputs contiguously")
+    if out is None:
+        out = torch.empty(rows, n, dtype=x.dtype, device=x.device)
+    elif out.shape != (rows, n) or out.stride(1) != 1 or out.dtype not in (x.dtype, torch.float32):
+        raise ValueError(f"out {tuple(out.shape)} {out.dtype} cannot hold a ({rows}, {n}) product")
+    if argmax_word is not None and (argmax_word.shape != (rows,) or n > 2**31 - 1):
+        raise ValueError(f"argmax words {tuple(argmax_word.shape)} for {rows} rows of {n}")
     if x.stride(1) != 1:
         x = x.contiguous()
     if config is None:
         config = default_config(rows, n, k, _sms(x.device))
-    out = torch.empty(rows, n, dtype=x.dtype, device=x.device)
     if rows == 0:
         return out
     block_m = max(16, triton.next_power_of_2(rows))
     tiles = triton.cdiv(n, config.block_n)
     split = max(1, min(config.split_k, triton.cdiv(k, config.block_k)))
+    if argmax_word is not None:
+        split = 1  # the maxima are folded where the output is written
     parts = tickets = out  # placeholders: unused without a split
     if split > 1:
         if tiles > MAX_TILES:
             raise ValueError(f"a split product has at most {MAX_TILES} tiles, got {tiles}")
         parts = torch.empty(split, block_m, n, dtype=torch.float32, device=x.device)
         tickets = _ticket_counters(x.device)
+    word = argmax_word if argmax_word is not None else tickets
     _tile_gemm_kernel[(tiles, split)](
-        x, weight, bias if bias is not None else weight, out, parts, tickets,
+        x, weight, bias if bias is not None else weight, out, parts, tickets, word,
         rows, n, k, x.stride(0), weight.stride(0), out.stride(0), split,
-        HAS_BIAS=bias is not None, SPLIT=split > 1, EVEN_K=k % config.block_k == 0,
+        HAS_BIAS=bias is not None, SPLIT=split > 1, ARGMAX=argmax_word is not None,
+        EVEN_K=k % config.block_k == 0,
         BLOCK_M=block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
         num_warps=config.num_warps, num_stages=config.num_stages, **launch.options(),

@@ -17,7 +17,7 @@ from torch import nn
 from ferrum.kernels import interpreting
 from ferrum.layers.activation import SiluAndMul
 from ferrum.layers.attention import Attention, AttentionMetadata
-from ferrum.layers.linear import gate_up_linear, linear, project, qkv_linear
+from ferrum.layers.linear import TILE_ROWS, gate_up_linear, linear, project, qkv_linear
 from ferrum.layers.norm import RMSNorm
 from ferrum.layers.rotary import RotaryEmbedding
 from ferrum.models.config import TransformerConfig
@@ -221,7 +221,7 @@ class LlamaForCausalLM(nn.Module):
             if config.tie_word_embeddings
             else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         )
-        self._argmax_word: torch.Tensor | None = None  # forward_greedy's, made at first use
+        self._argmax_word: torch.Tensor | None = None  # the greedy kernels', made at first use
         self.tile_gemm = False  # EngineConfig.tile_gemm: the logits of decode batches too
 
     def forward(
@@ -251,26 +251,55 @@ class LlamaForCausalLM(nn.Module):
         (nothing run) anywhere else: the caller takes the generic way."""
         layers = self.model.layers
         skinny = len(layers) > 0 and layers[0].skinny
-        # not where compute_logits was replaced (a quantized or tensor-parallel head)
-        plain = "compute_logits" not in vars(self) and (
-            self.lm_head is None or type(self.lm_head) is nn.Linear
-        )
-        if not (skinny and plain and input_ids.shape[0] == 1):
+        if not (skinny and self._plain_head() and input_ids.shape[0] == 1):
             return False
         if not (input_ids.is_cuda or interpreting()):
             return False
-        from ferrum.kernels.logits import argmax_word, logits_and_greedy
+        from ferrum.kernels.logits import logits_and_greedy
 
         x, residual = self.model.forward_layers(input_ids, positions, meta)
         assert residual is not None  # skinny: there are layers
         norm = self.model.norm
-        word = self._argmax_word
-        if word is None or word.device != x.device:  # one per model: graphs capture its address
-            word = self._argmax_word = argmax_word(x.device)
         logits_and_greedy(
-            x, self._lm_weight(), logits, tokens, (residual, norm.weight, norm.eps), word
-        )
+            x, self._lm_weight(), logits, tokens, (residual, norm.weight, norm.eps),
+            self._argmax_words(x.device, 1),
+        )  # fmt: skip
         return True
+
+    def compute_logits_greedy(
+        self, hidden: torch.Tensor, logits: torch.Tensor, tokens: torch.Tensor
+    ) -> bool:
+        """For a decode batch on the tile GEMM (17-64 rows): into `logits` (rows, vocab) float32
+        what `compute_logits` gives, and into `tokens` (rows,) their argmax, folded in by the
+        product itself (`ferrum.kernels.tile_gemm`). False (nothing run) anywhere else."""
+        rows = hidden.shape[0]
+        if not (self.tile_gemm and rows in TILE_ROWS and self._plain_head()):
+            return False
+        if not (hidden.is_cuda or interpreting()):
+            return False
+        from ferrum.kernels.logits import tokens_from_words
+        from ferrum.kernels.tile_gemm import tile_linear
+
+        words = self._argmax_words(hidden.device, rows)
+        tile_linear(hidden, self._lm_weight(), None, out=logits, argmax_word=words)
+        tokens_from_words(words, tokens)
+        return True
+
+    def _plain_head(self) -> bool:
+        # not where compute_logits was replaced (a quantized or tensor-parallel head)
+        return "compute_logits" not in vars(self) and (
+            self.lm_head is None or type(self.lm_head) is nn.Linear
+        )
+
+    def _argmax_words(self, device: torch.device, rows: int) -> torch.Tensor:
+        """The first `rows` of the model's argmax words (one set per model, made at first use:
+        the graphs capture its address; the kernels leave it reset)."""
+        from ferrum.kernels.logits import argmax_word
+
+        words = self._argmax_word
+        if words is None or words.device != device:
+            words = self._argmax_word = argmax_word(device, TILE_ROWS[-1])
+        return words[:rows]
 
     def _lm_weight(self) -> torch.Tensor:
         # tied: the embedding matrix

@@ -65,8 +65,11 @@ CASES = [
          {"NORM": norm, "ROUND": True, "BLOCK_N": 8, "BLOCK_K": 512})
         for norm in (False, True)
     ],
-    ("logits", "_token_kernel", {"word_ptr": "*i64", "token_ptr": "*i64"}, {"EMPTY": -(2**63)},
-     {"num_warps": 1}),
+    *[
+        ("logits", "_token_kernel", {"word_ptr": "*i64", "token_ptr": "*i64"},
+         {"EMPTY": -(2**63), "BLOCK": block}, {"num_warps": 1})
+        for block in (1, 64)
+    ],
     ("step_io", "_inputs_kernel", {"host_ptr": "*i64", "dev_ptr": "*i64", "ids_ptr": "*i64"},
      {"ROWS": 5, "BLOCK_R": 8, "BLOCK": 256}),
     ("step_io", "_to_host_kernel", {"src_ptr": "*i64", "dst_ptr": "*i64"}, {"BLOCK": 256}),
@@ -90,10 +93,11 @@ CASES = [
     *[
         ("tile_gemm", "_tile_gemm_kernel",
          {"x_ptr": PTR_BF16, "w_ptr": PTR_BF16, "b_ptr": PTR_BF16, "out_ptr": PTR_BF16,
-          "part_ptr": "*fp32", "ticket_ptr": "*i32", "stride_xm": "i64", "stride_wn": "i64",
+          "part_ptr": "*fp32", "ticket_ptr": "*i32", "word_ptr": "*i64", "stride_xm": "i64",
+          "stride_wn": "i64",
           "stride_om": "i64"},
-         {"HAS_BIAS": split, "SPLIT": split, "EVEN_K": True, "BLOCK_M": 64, "BLOCK_N": block_n,
-          "BLOCK_K": 128, "DOT_PRECISION": "tf32"},
+         {"HAS_BIAS": split, "SPLIT": split, "ARGMAX": not split, "EVEN_K": True, "BLOCK_M": 64,
+          "BLOCK_N": block_n, "BLOCK_K": 128, "DOT_PRECISION": "tf32"},
          {"num_warps": 8 if block_n == 256 else 4, "num_stages": 4})
         for split in (False, True)
         for block_n in (64, 256)

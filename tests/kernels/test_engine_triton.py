@@ -185,6 +185,27 @@ def test_tile_gemm_decode_batches_give_the_cublas_tokens(tiny_llama, monkeypatch
 
 @pytest.mark.gpu
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
+def test_tile_gemm_graphs_leave_the_greedy_tokens_of_eager_steps(tiny_llama):
+    """bf16 decode batches of 20 on the tile GEMM: the graph's logits product folds their
+    argmax in (its tokens are the step's), and they equal eager steps' sampled argmax."""
+    prompts = [f"{PROMPTS[i % 2]} {i}" for i in range(20)]
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    results = []
+    for eager in (False, True):
+        llm = LLM(
+            str(tiny_llama), device="cuda", dtype="bfloat16", max_num_seqs=32,
+            gpu_memory_utilization=0.2, enforce_eager=eager, tile_gemm=True,
+        )  # fmt: skip
+        if not eager:
+            assert llm.engine.runner.graphs.has_greedy(20)
+            assert not llm.engine.runner.graphs.has_greedy(12)  # 9-16 rows: cuBLAS
+        results.append([o.outputs[0].token_ids for o in llm.generate(prompts, params)])
+        llm.close()
+    assert results[0] == results[1]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
 @pytest.mark.parametrize("kernel_io", [True, False])  # False: copies (host memory not mapped)
 def test_graph_greedy_tokens_and_fed_back_inputs_equal_eager(tiny_qwen3, kernel_io, monkeypatch):
     """Greedy requests that outlive seeded sampled ones: steps go from mixed (the sampler's

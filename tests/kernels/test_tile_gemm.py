@@ -87,3 +87,38 @@ def test_engine_rows_fit_the_kernel():
     from ferrum.layers.linear import TILE_ROWS
 
     assert TILE_ROWS[-1] == MAX_ROWS and TILE_ROWS[0] > 1  # one row: the skinny path
+
+
+@pytest.mark.parametrize("dtype", DTYPES[1:])  # the logits of a 16-bit model
+def test_float32_logits_and_folded_argmax(dtype):
+    """Logits written as float32 hold the 16-bit product (F.linear(...).float()), and each row's
+    argmax word gives torch.argmax of them: negative rows, ties across tiles (first index)."""
+    from ferrum.kernels.logits import EMPTY, argmax_word, tokens_from_words
+    from ferrum.kernels.tile_gemm import TileConfig, tile_linear
+
+    gen = torch.Generator().manual_seed(3)
+    rows, k, vocab = 20, 64, 200
+    u = torch.ones(k) / k**0.5
+    w = torch.randn(vocab, k, generator=gen) / k**0.5 + 3 * u  # every row leans along u
+    x = torch.randn(rows, k, generator=gen)
+    x[3] = -u  # row 3: every logit negative
+    v = torch.randn(k, generator=gen)
+    w[7] += 3 * v / v.norm()
+    x[0] = v / v.norm()  # row 0: its largest logit at 7 ...
+    w[150] = w[7]  # ... and again at 150, in a later tile
+    x, w = x.to(DEVICE, dtype), w.to(DEVICE, dtype)
+    ref = F.linear(x, w).float()
+    ref_tokens = ref.argmax(-1)
+    assert ref_tokens[0] == 7 and ref[0, 150] == ref[0, 7] and bool((ref[3] < 0).all())
+    logits = torch.full((rows, vocab), float("nan"), device=DEVICE)
+    words = argmax_word(DEVICE, rows)
+    tokens = torch.full((rows,), -1, dtype=torch.long, device=DEVICE)
+    for _ in range(2):  # the token kernel leaves the words reset for the next step
+        tile_linear(x, w, None, TileConfig(block_n=32, block_k=32), out=logits, argmax_word=words)
+        tokens_from_words(words, tokens)
+        # float32 values of the 16-bit product: a ulp of it where the sums' order differs
+        torch.testing.assert_close(logits, ref, **tolerance(dtype))
+        assert torch.equal(logits, logits.to(dtype).float())
+        assert torch.equal(tokens, logits.argmax(-1))  # the first index, ties included
+        assert torch.equal(tokens, ref_tokens)
+        assert bool((words == EMPTY).all())
