@@ -24,6 +24,19 @@ try:  # grid dependency control, for the kernels' USE_PDL branch (pruned when it
 except Exception:  # an older triton (or none): USE_PDL is never set
     gdc_launch_dependents = gdc_wait = None
 
+try:  # an L2 prefetch hint, for what a kernel may read before its wait (nothing to order)
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def prefetch_l2(ptrs):
+        tl.inline_asm_elementwise(
+            "prefetch.global.L2 [$1]; // dummy $0", "=r,l", [ptrs], dtype=tl.int32,
+            is_pure=False, pack=1,
+        )  # fmt: skip
+except Exception:  # no triton: no kernel uses it
+    prefetch_l2 = None
+
 _enabled = False
 
 

@@ -125,8 +125,9 @@ def _token_kernel(
 def tokens_from_words(word: torch.Tensor, tokens: torch.Tensor) -> None:
     """tokens[i] = the index in argmax word i (int64, written), and the words reset."""
     rows = word.shape[0]
+    block = 1 if rows == 1 else max(64, triton.next_power_of_2(rows))  # few compiles
     _token_kernel[(1,)](
-        word, tokens, rows, EMPTY=EMPTY, BLOCK=triton.next_power_of_2(rows),
+        word, tokens, rows, EMPTY=EMPTY, BLOCK=block,
         num_warps=1 if rows <= 32 else 2, **launch.options(),
     )  # fmt: skip
 

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from ferrum.kernels import launch
-from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait
+from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait, prefetch_l2
 
 PROLOGUES = {"none": 0, "rmsnorm": 1, "silu_mul": 2}
 MAX_ROWS = 16  # BLOCK_M: tl.dot needs 16 rows, so 2..16 rows are padded to it (1 row is not)
@@ -38,14 +38,6 @@ PROGRAMS = 128  # about one program per multiprocessor of an H100 (132)
 LINE = tl.constexpr(64)
 PREFETCH_K = tl.constexpr(2048)
 PREFETCH_MAX_BYTES = 16 * 2**20
-
-
-@triton.jit
-def _prefetch_l2(ptrs):
-    tl.inline_asm_elementwise(
-        "prefetch.global.L2 [$1]; // dummy $0", "=r,l", [ptrs], dtype=tl.int32, is_pure=False,
-        pack=1,
-    )  # fmt: skip
 
 
 @triton.jit
@@ -89,7 +81,7 @@ def _skinny_gemm_kernel(
             lines = tl.arange(0, BLOCK_K // LINE)[None, :] * LINE
             rows = w_ptr + tl.where(nmask, n, 0)[:, None] * stride_wn
             for k0 in range(0, tl.minimum(K, PREFETCH_K), BLOCK_K):
-                _prefetch_l2(rows + tl.minimum(k0 + lines, K - 1))
+                prefetch_l2(rows + tl.minimum(k0 + lines, K - 1))
         # then wait for its writes before touching x
         gdc_wait()
         gdc_launch_dependents()

@@ -27,11 +27,15 @@ import triton
 import triton.language as tl
 
 from ferrum.kernels import launch
-from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait
+from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait, prefetch_l2
 from ferrum.kernels.logits import pack_argmax
 
 MAX_ROWS = 64
 MAX_TILES = 8192  # output tiles a split product may have (the ticket counters per device)
+# with PDL, each program pulls up to this many bytes of its first weight columns into L2 while
+# the kernel ahead finishes (the weights do not depend on it); 0: none. H100, same call,
+# Llama-3.1-8B 64-concurrent: 4,995 -> 5,013 tok/s
+PREFETCH_BYTES = 32 * 2**10
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,10 @@ class TileConfig:
     num_warps: int = 4
 
 
-@triton.jit(do_not_specialize=["split_k"])
+# one compile for every row count and split (triton would specialize a count of 1 or a multiple
+# of 16: a compile mid-serving, and seconds more at start-up, where the graphs of every batch
+# size are captured)
+@triton.jit(do_not_specialize=["M", "split_k"])
 def _tile_gemm_kernel(
     x_ptr,
     w_ptr,
@@ -69,6 +76,8 @@ def _tile_gemm_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    PREFETCH_K: tl.constexpr,  # with USE_PDL: weight columns pulled into L2 before the wait
+    LINE: tl.constexpr,  # weight elements per 128-byte line
     USE_PDL: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -85,8 +94,11 @@ def _tile_gemm_kernel(
     w_rows = tl.minimum(rn, N - 1).to(tl.int64) * stride_wn
     x_ptrs = x_ptr + rm[:, None] * stride_xm + (k_start + rk)[None, :]
     w_ptrs = w_ptr + w_rows[None, :] + (k_start + rk)[:, None]
-    if USE_PDL:  # launched before the kernel ahead of it is done: wait for its writes
-        gdc_wait()
+    if USE_PDL:  # launched before the kernel ahead of it is done
+        if PREFETCH_K > 0:  # the weights do not depend on it: the first columns into L2
+            lines = tl.minimum(k_start + tl.arange(0, PREFETCH_K // LINE) * LINE, K - 1)
+            prefetch_l2(w_ptr + w_rows[:, None] + lines[None, :])
+        gdc_wait()  # then wait for its writes
         gdc_launch_dependents()
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for k0 in range(k_start, k_end, BLOCK_K):
@@ -186,7 +198,7 @@ def tile_linear(
         config = default_config(rows, n, k, _sms(x.device))
     if rows == 0:
         return out
-    block_m = max(16, triton.next_power_of_2(rows))
+    block_m = MAX_ROWS  # for any row count: one compile per shape (the tensor cores idle anyway)
     tiles = triton.cdiv(n, config.block_n)
     split = max(1, min(config.split_k, triton.cdiv(k, config.block_k)))
     if argmax_word is not None:
@@ -198,13 +210,18 @@ def tile_linear(
         parts = torch.empty(split, block_m, n, dtype=torch.float32, device=x.device)
         tickets = _ticket_counters(x.device)
     word = argmax_word if argmax_word is not None else tickets
+    line = 128 // weight.element_size()
+    prefetch = PREFETCH_BYTES // (config.block_n * weight.element_size())
+    prefetch = min(prefetch, triton.cdiv(triton.cdiv(k, config.block_k), split) * config.block_k)
+    prefetch = 1 << (prefetch.bit_length() - 1) if prefetch >= line else 0  # a power of two
     _tile_gemm_kernel[(tiles, split)](
         x, weight, bias if bias is not None else weight, out, parts, tickets, word,
         rows, n, k, x.stride(0), weight.stride(0), out.stride(0), split,
         HAS_BIAS=bias is not None, SPLIT=split > 1, ARGMAX=argmax_word is not None,
         EVEN_K=k % config.block_k == 0,
         BLOCK_M=block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-        DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
+        DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32", PREFETCH_K=prefetch,
+        LINE=line,
         num_warps=config.num_warps, num_stages=config.num_stages, **launch.options(),
     )  # fmt: skip
     return out

@@ -50,9 +50,10 @@ CASES = [
           "scale_log2": "fp32", "eps": "fp32"},
          {"G": 4, "D": 128, "BLOCK_G": 16, "BLOCK_D": 128, "BLOCK_N": 32,
           "HAS_SEQ_IDS": seq_ids, "DOT_PRECISION": "tf32", "FUSED": fused,
-          "QK_NORM": qk_norm, "ROUND": True})
-        for seq_ids, fused, qk_norm in
-        ((False, False, False), (True, False, False), (False, True, False), (False, True, True))
+          "QK_NORM": qk_norm, "ROUND": True, "PREFETCH_TILES": prefetch, "LINE": 64})
+        for seq_ids, fused, qk_norm, prefetch in
+        ((False, False, False, 2), (True, False, False, 2), (False, True, False, 0),
+         (False, True, True, 2))
     ],
     ("paged_decode", "_reduce_kernel",
      {"out_ptr": PTR_BF16, "part_o": "*fp32", "part_lse": "*fp32", "cu_q": "*i32",
@@ -97,7 +98,8 @@ CASES = [
           "stride_wn": "i64",
           "stride_om": "i64"},
          {"HAS_BIAS": split, "SPLIT": split, "ARGMAX": not split, "EVEN_K": True, "BLOCK_M": 64,
-          "BLOCK_N": block_n, "BLOCK_K": 128, "DOT_PRECISION": "tf32"},
+          "BLOCK_N": block_n, "BLOCK_K": 128, "DOT_PRECISION": "tf32",
+          "PREFETCH_K": 32768 // (2 * block_n), "LINE": 64},
          {"num_warps": 8 if block_n == 256 else 4, "num_stages": 4})
         for split in (False, True)
         for block_n in (64, 256)
