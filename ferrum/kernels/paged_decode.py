@@ -119,7 +119,7 @@ def _decode_kernel(
     LINE: tl.constexpr,  # cache elements per 128-byte line
     USE_PDL: tl.constexpr,
 ):
-    if USE_PDL and not (PREFETCH_TILES > 0 and not HAS_SEQ_IDS):
+    if USE_PDL and PREFETCH_TILES == 0:
         gdc_wait()  # launched before the kernel ahead of it is done: wait for its writes
         gdc_launch_dependents()
     i = tl.program_id(0)
@@ -136,7 +136,7 @@ def _decode_kernel(
     end = tl.minimum(start + chunk, ctx)
     if (start >= ctx) & (num_splits > 1):
         return  # an empty split (a short context): the combine reads only the splits before it
-    if USE_PDL and PREFETCH_TILES > 0 and not HAS_SEQ_IDS:
+    if USE_PDL and PREFETCH_TILES > 0:
         # The step's metadata and the cached context were written before the kernel ahead
         # started (it launches this one only after its own wait), so while it finishes, the
         # first tiles of this program's context go to L2 (a hint: nothing is read yet), then
@@ -425,7 +425,9 @@ def _launch(q, num_heads, kv_cache, out, cu_seqlens_q, context_lens, block_table
         BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_N=CONFIG.block_n,
         HAS_SEQ_IDS=seq_ids is not None, DOT_PRECISION=precision,
         FUSED=fused is not None, QK_NORM=qk_norm, ROUND=q.dtype != torch.float32,
-        PREFETCH_TILES=CONFIG.prefetch_tiles, LINE=128 // kv_cache.element_size(),
+        # not for a subset of the batch: its seq_ids may be the kernel ahead's output
+        PREFETCH_TILES=CONFIG.prefetch_tiles if seq_ids is None else 0,
+        LINE=128 // kv_cache.element_size(),
         num_warps=CONFIG.num_warps, num_stages=CONFIG.num_stages, **launch.options(),
     )  # fmt: skip
     if num_splits > 1:
