@@ -29,6 +29,7 @@ import triton.language as tl
 from ferrum.kernels import launch
 from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait, prefetch_l2
 from ferrum.kernels.logits import pack_argmax
+from ferrum.kernels.paged_decode import device_sms
 
 MAX_ROWS = 64
 MAX_TILES = 8192  # output tiles a split product may have (the ticket counters per device)
@@ -125,21 +126,28 @@ def _tile_gemm_kernel(
                 acc += tl.load(part_ptr + s * BLOCK_M * N + tile, mask=out_mask, other=0.0,
                                cache_modifier=".cg")  # fmt: skip
             tl.store(ticket_ptr + pid_n, 0)
-            if HAS_BIAS:
-                acc += tl.load(b_ptr + rn, mask=nmask, other=0.0).to(tl.float32)[None, :]
-            out = acc.to(x_ptr.dtype.element_ty).to(out_ptr.dtype.element_ty)
-            tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :], out, mask=out_mask)
+            _write(acc, x_ptr, b_ptr, out_ptr, word_ptr, rm, rn, mmask, nmask, stride_om,
+                   pid_n, HAS_BIAS, ARGMAX, BLOCK_N)  # fmt: skip
     else:
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + rn, mask=nmask, other=0.0).to(tl.float32)[None, :]
-        # through the input dtype first: a float32 output holds what the 16-bit product gives
-        out = acc.to(x_ptr.dtype.element_ty).to(out_ptr.dtype.element_ty)
-        tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :], out, mask=out_mask)
-        if ARGMAX:
-            masked = tl.where(nmask[None, :], out.to(tl.float32), float("-inf"))
-            index = pid_n * BLOCK_N + tl.argmax(masked, 1, tie_break_left=True)
-            word = pack_argmax(tl.max(masked, 1), index)
-            tl.atomic_max(word_ptr + rm, word, mask=mmask, sem="relaxed")
+        _write(acc, x_ptr, b_ptr, out_ptr, word_ptr, rm, rn, mmask, nmask, stride_om, pid_n,
+               HAS_BIAS, ARGMAX, BLOCK_N)  # fmt: skip
+
+
+@triton.jit
+def _write(acc, x_ptr, b_ptr, out_ptr, word_ptr, rm, rn, mmask, nmask, stride_om, pid_n,
+           HAS_BIAS: tl.constexpr, ARGMAX: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+    """A finished tile: + bias, stored, and (ARGMAX) its rows' maxima folded into their words."""
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + rn, mask=nmask, other=0.0).to(tl.float32)[None, :]
+    # through the input dtype first: a float32 output holds what the 16-bit product gives
+    out = acc.to(x_ptr.dtype.element_ty).to(out_ptr.dtype.element_ty)
+    out_mask = mmask[:, None] & nmask[None, :]
+    tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :], out, mask=out_mask)
+    if ARGMAX:
+        masked = tl.where(nmask[None, :], out.to(tl.float32), float("-inf"))
+        index = pid_n * BLOCK_N + tl.argmax(masked, 1, tie_break_left=True)
+        word = pack_argmax(tl.max(masked, 1), index)
+        tl.atomic_max(word_ptr + rm, word, mask=mmask, sem="relaxed")
 
 
 _tickets: dict[torch.device, torch.Tensor] = {}
@@ -195,7 +203,7 @@ def tile_linear(
     if x.stride(1) != 1:
         x = x.contiguous()
     if config is None:
-        config = default_config(rows, n, k, _sms(x.device))
+        config = default_config(rows, n, k, device_sms(x.device))
     if rows == 0:
         return out
     block_m = MAX_ROWS  # for any row count: one compile per shape (the tensor cores idle anyway)
@@ -225,9 +233,3 @@ def tile_linear(
         num_warps=config.num_warps, num_stages=config.num_stages, **launch.options(),
     )  # fmt: skip
     return out
-
-
-def _sms(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 16
-    return torch.cuda.get_device_properties(device).multi_processor_count
