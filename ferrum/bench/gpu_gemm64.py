@@ -3,6 +3,7 @@
 the chip's read bandwidth: is there room under cuBLAS, and does the default shape take it?
 
     python -m ferrum.bench.gpu_gemm64 [--out DIR] [--models llama3.1:8b,qwen3:0.6b] [--rows 64,32]
+                                      [--names qkv,o]
 
 Each candidate runs REPEAT times back to back in one CUDA graph (launched with PDL, as the engine
 does), cycling through weight copies that together overflow L2 (a decode step streams every
@@ -126,6 +127,7 @@ def main() -> None:
     ap.add_argument("--out", default=".")
     ap.add_argument("--models", default=",".join(SHAPES))
     ap.add_argument("--rows", default="64,32")
+    ap.add_argument("--names", default=None, help="projections to time (default: all)")
     args = ap.parse_args()
     from ferrum.kernels.launch import set_pdl
 
@@ -135,6 +137,8 @@ def main() -> None:
     rows_list = [int(r) for r in args.rows.split(",")]
     for model in args.models.split(","):
         for name, (n, k) in SHAPES[model].items():
+            if args.names and name not in args.names.split(","):
+                continue
             top = None
             for rows in rows_list:
                 entry = measure(f"{model} {name} x{rows}", n, k, rows, top)

@@ -66,6 +66,8 @@ def _skinny_gemm_kernel(
     DOT_PRECISION: tl.constexpr,
     USE_PDL: tl.constexpr,
     PREFETCH: tl.constexpr,  # with USE_PDL: prefetch W into L2 before waiting
+    ROTATE: tl.constexpr,  # start the K loop at slice pid mod K/BLOCK_K (and wrap around)
+    LOOP_STAGES: tl.constexpr,  # software pipelining of the K loop (1: none)
 ):
     pid = tl.program_id(0)
     dt = out_ptr.dtype.element_ty
@@ -74,14 +76,17 @@ def _skinny_gemm_kernel(
     n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     nmask = n < N
     kk = tl.arange(0, BLOCK_K)[None, :]
+    slices = tl.cdiv(K, BLOCK_K)
+    first = pid % slices if ROTATE else 0
     if USE_PDL:  # launched before the kernel ahead of it is done
         if PREFETCH:
             # W does not depend on that kernel: pull the first PREFETCH_K columns of this
             # program's rows into L2 while it finishes (one prefetch per 128-byte line)
             lines = tl.arange(0, BLOCK_K // LINE)[None, :] * LINE
             rows = w_ptr + tl.where(nmask, n, 0)[:, None] * stride_wn
-            for k0 in range(0, tl.minimum(K, PREFETCH_K), BLOCK_K):
-                prefetch_l2(rows + tl.minimum(k0 + lines, K - 1))
+            for k0 in range(0, tl.minimum(K, PREFETCH_K), BLOCK_K):  # in the loop's order
+                k1 = ((first + k0 // BLOCK_K) % slices) * BLOCK_K
+                prefetch_l2(rows + tl.minimum(k1 + lines, K - 1))
         # then wait for its writes before touching x
         gdc_wait()
         gdc_launch_dependents()
@@ -102,8 +107,11 @@ def _skinny_gemm_kernel(
     # one row: elementwise products summed over K only once, after the loop (a reduction across
     # the threads every slice would stall the stream of W)
     acc_row = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + kk
+    # ROTATE: programs that run together read different slices (all starting at slice 0, their
+    # loads pile onto the same memory channels); LOOP_STAGES > 1: the next slices' loads are in
+    # flight (async copies) while one is multiplied
+    for i in tl.range(0, slices, num_stages=LOOP_STAGES):
+        k = ((first + i) % slices) * BLOCK_K + kk
         kmask = k < K
         mask = mmask & kmask
         if PROLOGUE == 2:
@@ -152,12 +160,15 @@ def skinny_linear(
     residual: torch.Tensor | None = None,  # (M, K) for rmsnorm: added to x first
     # defaults: one row, 8 columns by 512 inputs a slice, 4 warps (8 for silu_mul): within 1%
     # of the best shape for each projection of Qwen3-0.6B and Llama-3.1-8B on an H100
-    # (ferrum.bench.gpu_skinny); more rows, the widest BLOCK_N of 16/32/64 that still gives
-    # every SM a program
+    # (ferrum.bench.gpu_skinny), its K loop pipelined 3 deep and rotated (H100, decode-1 in one
+    # call: Qwen3-0.6B 1,020 / 1,031 -> 1,080 tok/s, Llama-3.1-8B 179.0-179.5 -> 179.3; either
+    # alone does less, or worse); more rows, the widest BLOCK_N of 16/32/64 that still gives
+    # every SM a program, 4 stages
     block_n: int | None = None,
     block_k: int | None = None,
     num_warps: int | None = None,
-    num_stages: int = 4,
+    num_stages: int | None = None,
+    rotate: bool | None = None,
     # launched with PDL: prefetch W while the kernel ahead finishes; default: for weights of at
     # most PREFETCH_MAX_BYTES (larger ones stream as fast without, and the prefetches compete)
     prefetch: bool | None = None,
@@ -181,6 +192,10 @@ def skinny_linear(
         block_k = 512 if block_m == 1 else 128
     if num_warps is None:
         num_warps = 8 if block_m == 1 and kind == 2 else 4
+    if num_stages is None:
+        num_stages = 3 if block_m == 1 else 4
+    if rotate is None:
+        rotate = block_m == 1
     block_n = max(block_n, narrowest)
     if prefetch is None:
         prefetch = weight.numel() * weight.element_size() <= PREFETCH_MAX_BYTES
@@ -198,6 +213,7 @@ def skinny_linear(
             PROLOGUE=kind, HAS_RESIDUAL=residual is not None, HAS_BIAS=bias is not None,
             ROUND=x.dtype != torch.float32, BLOCK_M=block_m, BLOCK_N=block_n,
             BLOCK_K=block_k, DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
-            PREFETCH=prefetch, num_warps=num_warps, num_stages=num_stages, **launch.options(),
+            PREFETCH=prefetch, ROTATE=rotate, LOOP_STAGES=num_stages, num_warps=num_warps,
+            num_stages=num_stages, **launch.options(),
         )  # fmt: skip
     return out if residual is None else (out, res_out)

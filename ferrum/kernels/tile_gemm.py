@@ -165,13 +165,15 @@ def _ticket_counters(device: torch.device) -> torch.Tensor:
 def default_config(rows: int, n: int, k: int, num_sms: int) -> TileConfig:
     """A launch shape from the product's size: the widest column tile (128, 64, 32) that still
     gives 0.7 programs per multiprocessor; where even 32 leaves half the chip idle, K cut into
-    up to 4 parts of at least 4 slices each; 256-wide K slices for long rows. On an H100 at 64
-    rows this is within 1 us of the best shape swept for every Llama-3.1-8B and Qwen3-0.6B
-    projection but Llama's o and qkv (0.7-0.9 us slower, on a par with cuBLAS there), and cuts
-    Llama's step by ~3 us a layer and 27 us of logits against cuBLAS (gpu_gemm64)."""
+    up to 4 parts of at least 4 slices each; 256-wide K slices for long rows and for 32-wide
+    tiles of 4096-long ones. On an H100 at 64 rows this is within 1 us of the best shape swept
+    for every Llama-3.1-8B and Qwen3-0.6B projection (qkv of Llama 0.3 us slower, on a par with
+    cuBLAS), and cuts Llama's step by ~3 us a layer and 27 us of logits against cuBLAS
+    (gpu_gemm64)."""
     del rows  # the shape does not depend on it up to MAX_ROWS
-    block_k = 256 if k >= 8192 else 128
     block_n = next((b for b in (128, 64) if triton.cdiv(n, b) >= 0.7 * num_sms), 32)
+    # narrow tiles of long rows take 256-wide slices too (Llama's o: 14.3 us against 16.9)
+    block_k = 256 if k >= 8192 or (block_n == 32 and k >= 4096) else 128
     tiles = triton.cdiv(n, block_n)
     split = 1
     if 2 * tiles <= num_sms:

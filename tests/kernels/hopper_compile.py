@@ -87,9 +87,10 @@ CASES = [
           "stride_wn": "i64", "stride_om": "i64", "eps": "fp32"},
          {"PROLOGUE": prologue, "HAS_RESIDUAL": prologue == 1, "HAS_BIAS": prologue == 2,
           "ROUND": True, "BLOCK_M": block_m, "BLOCK_N": 8 if block_m == 1 else 32, "BLOCK_K": 512,
-          "DOT_PRECISION": "tf32", "PREFETCH": block_m == 1})
+          "DOT_PRECISION": "tf32", "PREFETCH": block_m == 1, "ROTATE": block_m == 1,
+          "LOOP_STAGES": stages})
         for prologue in (0, 1, 2)
-        for block_m in (1, 16)
+        for block_m, stages in ((1, 1), (1, 3), (16, 4))
     ],
     *[
         ("tile_gemm", "_tile_gemm_kernel",

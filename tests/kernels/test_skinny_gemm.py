@@ -82,6 +82,49 @@ def test_silu_mul_prologue(dtype, shape):
     _close(skinny_linear(gate_up, w, b, prologue="silu_mul", block_k=64), ref, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("prologue", ["none", "rmsnorm", "silu_mul"])
+def test_one_row_rotated_pipelined(dtype, prologue):
+    """One row with each program's K loop started at its own slice (wrapping around), plain or
+    software-pipelined: the same product, the residual stream written whole, the same bits on
+    every call."""
+    from ferrum.kernels.skinny_gemm import skinny_linear
+
+    k, n = 448, 40  # 7 slices of 64: program p starts at slice p mod 7
+    gen = torch.Generator().manual_seed(23)
+    width = 2 * k if prologue == "silu_mul" else k
+    x = (torch.randn(1, width, generator=gen) * 2).to(DEVICE, dtype)
+    res = torch.randn(1, k, generator=gen).to(DEVICE, dtype)
+    w, b = _weights(n, k, dtype, gen, True)
+    norm = RMSNorm(k, 1e-5).to(DEVICE, dtype)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(k, generator=gen) + 0.5)
+    extra = {}
+    if prologue == "rmsnorm":
+        normed, ref_res = norm.forward_torch(x, res)
+        ref = F.linear(normed, w, b)
+        extra = {"norm_weight": norm.weight, "eps": norm.eps, "residual": res}
+    elif prologue == "silu_mul":
+        ref = F.linear(SiluAndMul().forward_torch(x), w, b)
+    else:
+        ref = F.linear(x, w, b)
+    for rotate, stages in ((False, 1), (True, 1), (False, 3), (True, 3)):
+
+        def call(rotate=rotate, stages=stages):
+            out = skinny_linear(
+                x, w, b, prologue, block_n=8, block_k=64, num_stages=stages, rotate=rotate,
+                **extra,
+            )  # fmt: skip
+            if prologue == "rmsnorm":
+                out, new_res = out
+                torch.testing.assert_close(new_res, ref_res, atol=0, rtol=0)
+            return out
+
+        got = call()
+        _close(got, ref, dtype)
+        assert torch.equal(got, call())
+
+
 def test_bad_shapes_are_refused():
     from ferrum.kernels.skinny_gemm import skinny_linear
 

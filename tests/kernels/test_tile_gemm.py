@@ -67,6 +67,8 @@ def test_default_config_fills_the_chip():
     qwen_o = default_config(64, 1024, 2048, 132)
     assert (qwen_o.block_n, qwen_o.split_k) == (32, 4)
     assert default_config(64, 4096, 14336, 132).block_k == 256  # long rows: wider K slices
+    assert (o.block_n, o.block_k) == (32, 256)  # narrow tiles of 4096-long rows too
+    assert default_config(64, 4096, 1024, 132).block_k == 128  # Qwen3's qkv keeps 128
     # every part keeps at least 4 slices of K
     tiny = default_config(64, 64, 512, 132)
     assert 512 // tiny.block_k // tiny.split_k >= 4
