@@ -427,7 +427,8 @@ def _launch(q, num_heads, kv_cache, out, cu_seqlens_q, context_lens, block_table
         FUSED=fused is not None, QK_NORM=qk_norm, ROUND=q.dtype != torch.float32,
         # not for a subset of the batch: its seq_ids may be the kernel ahead's output
         PREFETCH_TILES=CONFIG.prefetch_tiles if seq_ids is None else 0,
-        LINE=128 // kv_cache.element_size(),
+        # a prefetch per 128-byte line, or per head row where a row is shorter
+        LINE=min(128 // kv_cache.element_size(), triton.next_power_of_2(head_dim)),
         num_warps=CONFIG.num_warps, num_stages=CONFIG.num_stages, **launch.options(),
     )  # fmt: skip
     if num_splits > 1:
