@@ -160,10 +160,10 @@ def skinny_linear(
     residual: torch.Tensor | None = None,  # (M, K) for rmsnorm: added to x first
     # defaults: one row, 8 columns by 512 inputs a slice, 4 warps (8 for silu_mul): within 1%
     # of the best shape for each projection of Qwen3-0.6B and Llama-3.1-8B on an H100
-    # (ferrum.bench.gpu_skinny), its K loop pipelined 3 deep and rotated (H100, decode-1 in one
-    # call: Qwen3-0.6B 1,020 / 1,031 -> 1,080 tok/s, Llama-3.1-8B 179.0-179.5 -> 179.3; either
-    # alone does less, or worse); more rows, the widest BLOCK_N of 16/32/64 that still gives
-    # every SM a program, 4 stages
+    # (ferrum.bench.gpu_skinny), its K loop pipelined 3 deep and rotated (H100, decode-1,
+    # builds interleaved in one process: Qwen3-0.6B 1,026 -> 1,031-1,033 tok/s, Llama-3.1-8B
+    # 179.8 -> 180.5-180.6; either alone is slower); more rows, the widest BLOCK_N of 16/32/64
+    # that still gives every SM a program, 4 stages
     block_n: int | None = None,
     block_k: int | None = None,
     num_warps: int | None = None,
