@@ -95,6 +95,15 @@ def kernel_profile(graphs, batch: int, block_size: int) -> dict:
         "gap_us": replay_us - busy,
         "kernels_per_step": sum(r["calls_per_step"] for r in rows),
         "top": rows[:TOP_KERNELS],
+        # each kernel's calls of one step in launch order, median over the replays (the k-th
+        # GEMV call of a step is one projection of one layer: per-projection times)
+        "per_call_us": {
+            name[:120]: [
+                statistics.median(times[i :: len(times) // REPLAYS])
+                for i in range(len(times) // REPLAYS)
+            ]
+            for name, times in per_name.items()
+        },
     }
 
 
