@@ -15,6 +15,10 @@ capability 9.0 or later); `options()` gives the launch keyword and the kernel's 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import cache
 
 import torch
@@ -61,3 +65,33 @@ def pdl_enabled() -> bool:
 def options() -> dict:
     """Keyword arguments for a kernel launch: the constexpr USE_PDL, and launch_pdl when on."""
     return {"USE_PDL": True, "launch_pdl": True} if _enabled else {"USE_PDL": False}
+
+
+@contextmanager
+def compile_only(workers: int | None = None) -> Iterator[bool]:
+    """Within it, a Triton kernel launch compiles the kernel for its arguments and launches
+    nothing; the compiles run in a pool of threads (Triton's compiler releases the GIL), all
+    finished on exit. Code that launches the same kernels afterwards then finds them compiled.
+    Yields False (and changes nothing) where this triton has no asynchronous compile mode.
+
+    Start-up runs the decode steps of every graph batch size through it before the warm-ups
+    that launch them one by one: their few dozen compiles are most of a cold start. Only for
+    code that makes no host decision from a kernel's output (the launches do not happen)."""
+    try:
+        from triton import AsyncCompileMode
+        from triton.runtime.jit import KernelInterface
+    except ImportError:
+        yield False
+        return
+    launch = KernelInterface.__getitem__
+
+    def warmup(self, grid):
+        return lambda *args, **kwargs: self.run(*args, grid=grid, warmup=True, **kwargs)
+
+    workers = workers or min(16, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool, AsyncCompileMode(pool):
+        KernelInterface.__getitem__ = warmup
+        try:
+            yield True
+        finally:
+            KernelInterface.__getitem__ = launch

@@ -41,3 +41,30 @@ def test_engine_without_cuda_leaves_pdl_off(tiny_qwen3):
     llm = LLM(str(tiny_qwen3), device="cpu", dtype="float32", pdl=True, skinny_gemm=True)
     assert not launch.pdl_enabled()
     llm.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compile_only_compiles_and_launches_nothing():
+    """Inside compile_only a launch compiles (in the pool) and runs nothing; afterwards the same
+    launch finds the kernel compiled and runs."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def fill(out_ptr, value, BLOCK: tl.constexpr):
+        tl.store(out_ptr + tl.arange(0, BLOCK), tl.full([BLOCK], value, tl.float32))
+
+    out = torch.zeros(64, device="cuda")
+    with launch.compile_only(workers=2) as active:
+        fill[(1,)](out, 3.0, BLOCK=64)
+    torch.cuda.synchronize()
+    if not active:
+        pytest.skip("this triton has no asynchronous compile mode")
+    assert int(out.count_nonzero()) == 0  # nothing ran
+    device = torch.cuda.current_device()
+    assert len(fill.device_caches[device][0]) == 1  # but it is compiled
+    fill[(1,)](out, 3.0, BLOCK=64)
+    torch.cuda.synchronize()
+    assert bool((out == 3.0).all())
+    assert len(fill.device_caches[device][0]) == 1  # the same compile
