@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ferrum.kernels import launch
 from ferrum.layers.attention import AttentionMetadata
 
 log = logging.getLogger("ferrum.engine")
@@ -162,7 +161,11 @@ class DecodeGraphs:
         start = time.perf_counter()
         self.inputs[_SLOTS].fill_(-1)  # padding everywhere: nothing is written to the cache
         self.inputs[_CONTEXT].zero_()
-        with launch.compile_only():  # every step's Triton kernels compiled at once, in parallel
+        # imported here: the kernel modules' helpers are decorated when first imported, and the
+        # CPU tests choose Triton's interpreter only after this module is loaded
+        from ferrum.kernels.launch import compile_only
+
+        with compile_only():  # every step's Triton kernels compiled at once, in parallel
             for batch in reversed(self.sizes):
                 self._forward(batch, self._metadata(batch))
         torch.cuda.synchronize()
