@@ -72,7 +72,8 @@ def compile_only(workers: int | None = None) -> Iterator[bool]:
     """Within it, a Triton kernel launch compiles the kernel for its arguments and launches
     nothing; the compiles run in a pool of threads (Triton's compiler releases the GIL), all
     finished on exit. Code that launches the same kernels afterwards then finds them compiled.
-    Yields False (and changes nothing) where this triton has no asynchronous compile mode.
+    Yields False (and changes nothing: the body's launches run) where this triton has no
+    asynchronous compile mode; a caller then skips what it would run only to compile.
 
     Start-up runs the decode steps of every graph batch size through it before the warm-ups
     that launch them one by one: their few dozen compiles are most of a cold start. Only for
