@@ -25,7 +25,8 @@ same rounding as `qk_rope_store`.
 Launched with PDL, a program first pulls the first PREFETCH_TILES tiles of its context into L2
 (the step's block tables and the cached context were written before the kernel ahead started),
 and only then waits for the kernel ahead's writes: the tail of that kernel overlaps the first
-reads of this one.
+reads of this one. The split combine lets the kernel after it (the o projection) launch before its
+own wait, so that kernel's weight loads overlap attention.
 
 A sequence with context length 0 (a padding row of a graph batch) gets a zero output.
 """
@@ -268,11 +269,19 @@ def _reduce_kernel(
     BLOCK_N: tl.constexpr,
     MAX_SPLITS: tl.constexpr,
     HAS_SEQ_IDS: tl.constexpr,
+    EARLY_TRIGGER: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
     if USE_PDL:  # launched before the kernel ahead of it is done: wait for its writes
-        gdc_wait()
-        gdc_launch_dependents()
+        if EARLY_TRIGGER:
+            # let the kernel after this one start now, while decode attention runs: its wait
+            # still waits for this kernel (which waits for attention), but what it may do
+            # before that wait (load weights) overlaps attention, which leaves memory idle
+            gdc_launch_dependents()
+            gdc_wait()
+        else:
+            gdc_wait()
+            gdc_launch_dependents()
     i = tl.program_id(0)
     h = tl.program_id(1)
     if HAS_SEQ_IDS:  # noqa: SIM108 (a constexpr branch)
@@ -319,6 +328,8 @@ class DecodeConfig:
 
 
 CONFIG = DecodeConfig()  # what every launch uses; `ferrum.bench.gpu_fastpath` can tune it
+# with PDL: the split combine lets the kernel after it launch before its own wait
+REDUCE_EARLY_TRIGGER = True
 
 
 def num_splits_for(num_seqs: int, num_kv_heads: int, num_sms: int) -> int:
@@ -436,6 +447,6 @@ def _launch(q, num_heads, kv_cache, out, cu_seqlens_q, context_lens, block_table
             out, part_o, part_lse, cu_seqlens_q, context_lens, ids,
             out.stride(0), out.stride(1), num_heads, num_splits,
             D=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_N=CONFIG.block_n,
-            MAX_SPLITS=MAX_SPLITS,
-            HAS_SEQ_IDS=seq_ids is not None, num_warps=4, **launch.options(),
+            MAX_SPLITS=MAX_SPLITS, HAS_SEQ_IDS=seq_ids is not None,
+            EARLY_TRIGGER=REDUCE_EARLY_TRIGGER, num_warps=4, **launch.options(),
         )  # fmt: skip

@@ -134,6 +134,7 @@ class LlamaDecoderLayer(nn.Module):
         sin: torch.Tensor,
         meta: AttentionMetadata,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        from ferrum.kernels import skinny_gemm
         from ferrum.kernels.skinny_gemm import skinny_linear
 
         attn, mlp = self.self_attn, self.mlp
@@ -143,16 +144,23 @@ class LlamaDecoderLayer(nn.Module):
             linear: nn.Linear, norm: RMSNorm, x: torch.Tensor, residual: torch.Tensor | None
         ) -> tuple[torch.Tensor, torch.Tensor]:
             out = skinny_linear(
-                x, linear.weight, linear.bias, "rmsnorm", norm.weight, norm.eps, residual
-            )
+                x, linear.weight, linear.bias, "rmsnorm", norm.weight, norm.eps, residual,
+                preload=skinny_gemm.CHAIN_PRELOAD,
+            )  # fmt: skip
             return (out, x) if residual is None else out  # (projection, residual stream)
 
         qkv, residual = normed_linear(attn.qkv_proj, norm1, x, residual)
         out = attn.attend(qkv, cos, sin, meta)
-        x = skinny_linear(out, attn.o_proj.weight, attn.o_proj.bias)
+        # the o projection's first weights load while attention runs (memory idles there)
+        x = skinny_linear(
+            out, attn.o_proj.weight, attn.o_proj.bias, preload=skinny_gemm.ATTENTION_PRELOAD
+        )
         gate_up, residual = normed_linear(mlp.gate_up_proj, norm2, x, residual)
         down = mlp.down_proj
-        return skinny_linear(gate_up, down.weight, down.bias, "silu_mul"), residual
+        down_out = skinny_linear(
+            gate_up, down.weight, down.bias, "silu_mul", preload=skinny_gemm.CHAIN_PRELOAD
+        )
+        return down_out, residual
 
 
 class LlamaModel(nn.Module):

@@ -55,10 +55,14 @@ CASES = [
         ((False, False, False, 2), (True, False, False, 0), (False, True, False, 0),
          (False, True, True, 2))
     ],
+    *[
     ("paged_decode", "_reduce_kernel",
      {"out_ptr": PTR_BF16, "part_o": "*fp32", "part_lse": "*fp32", "cu_q": "*i32",
       "ctx_lens": "*i32", "seq_ids": "*i32"},
-     {"D": 128, "BLOCK_D": 128, "BLOCK_N": 32, "MAX_SPLITS": 32, "HAS_SEQ_IDS": False}),
+     {"D": 128, "BLOCK_D": 128, "BLOCK_N": 32, "MAX_SPLITS": 32, "HAS_SEQ_IDS": False,
+      "EARLY_TRIGGER": early})
+    for early in (False, True)
+    ],
     *[
         ("logits", "_logits_kernel",
          {"x_ptr": PTR_BF16, "w_ptr": PTR_BF16, "out_ptr": "*fp32", "word_ptr": "*i64",
@@ -87,10 +91,12 @@ CASES = [
           "stride_wn": "i64", "stride_om": "i64", "eps": "fp32"},
          {"PROLOGUE": prologue, "HAS_RESIDUAL": prologue == 1, "HAS_BIAS": prologue == 2,
           "ROUND": True, "BLOCK_M": block_m, "BLOCK_N": 8 if block_m == 1 else 32, "BLOCK_K": 512,
-          "DOT_PRECISION": "tf32", "PREFETCH": block_m == 1, "ROTATE": block_m == 1,
-          "LOOP_STAGES": stages})
+          "DOT_PRECISION": "tf32", "PREFETCH": 2048 if block_m == 1 else 0,
+          "ROTATE": block_m == 1,
+          "LOOP_STAGES": stages, "PRELOAD": preload, "EARLY_TRIGGER": preload > 0,
+          "NORM_UNROLL": 8 if preload else 1})
         for prologue in (0, 1, 2)
-        for block_m, stages in ((1, 1), (1, 3), (16, 4))
+        for block_m, stages, preload in ((1, 1, 0), (1, 3, 0), (1, 3, 4), (16, 4, 0))
     ],
     *[
         ("tile_gemm", "_tile_gemm_kernel",

@@ -86,8 +86,8 @@ def test_silu_mul_prologue(dtype, shape):
 @pytest.mark.parametrize("prologue", ["none", "rmsnorm", "silu_mul"])
 def test_one_row_rotated_pipelined(dtype, prologue):
     """One row with each program's K loop started at its own slice (wrapping around), plain or
-    software-pipelined: the same product, the residual stream written whole, the same bits on
-    every call."""
+    software-pipelined, its first slices of W loaded ahead or not: the same product, the
+    residual stream written whole, the same bits on every call."""
     from ferrum.kernels.skinny_gemm import skinny_linear
 
     k, n = 448, 40  # 7 slices of 64: program p starts at slice p mod 7
@@ -108,12 +108,15 @@ def test_one_row_rotated_pipelined(dtype, prologue):
         ref = F.linear(SiluAndMul().forward_torch(x), w, b)
     else:
         ref = F.linear(x, w, b)
-    for rotate, stages in ((False, 1), (True, 1), (False, 3), (True, 3)):
+    # preload: the first slices loaded ahead (7 of 64 asked for: 4 of the 7 slices)
+    cases = [(False, 1, 0), (True, 1, 0), (False, 3, 0), (True, 3, 0)]
+    cases += [(True, 3, 1), (True, 3, 2), (False, 3, 4), (True, 3, 7), (True, 1, 64)]
+    for rotate, stages, preload in cases:
 
-        def call(rotate=rotate, stages=stages):
+        def call(rotate=rotate, stages=stages, preload=preload):
             out = skinny_linear(
                 x, w, b, prologue, block_n=8, block_k=64, num_stages=stages, rotate=rotate,
-                **extra,
+                preload=preload, **extra,
             )  # fmt: skip
             if prologue == "rmsnorm":
                 out, new_res = out
@@ -123,6 +126,20 @@ def test_one_row_rotated_pipelined(dtype, prologue):
         got = call()
         _close(got, ref, dtype)
         assert torch.equal(got, call())
+
+
+@pytest.mark.parametrize("k", [64, 128, 200])
+def test_preload_more_than_there_is(k):
+    """A preload of more slices than K has (1, 2, and 4 with a ragged last one) reads each slice
+    once: the result equals the plain loop's."""
+    from ferrum.kernels.skinny_gemm import skinny_linear
+
+    gen = torch.Generator().manual_seed(k)
+    x = torch.randn(1, k, generator=gen).to(DEVICE)
+    w, _ = _weights(24, k, torch.float32, gen, False)
+    ref = F.linear(x, w)
+    for preload in (1, 2, 3, 8):
+        _close(skinny_linear(x, w, block_k=64, preload=preload), ref, torch.float32)
 
 
 def test_bad_shapes_are_refused():
