@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -382,8 +383,28 @@ LAUNCH_VARIANTS = {  # name -> EngineConfig options
     "skinny": {"skinny_gemm": True, "pdl": False},
     # q/k norm, rope and the K/V store as their own kernel before decode attention
     "skinny+pdl, rope apart": {"skinny_gemm": True, "pdl": True, "fused_decode": False},
+    # no weights loaded before the PDL waits, no early launches (skinny_gemm.ATTENTION_PRELOAD,
+    # CHAIN_PRELOAD, EARLY_TRIGGER; paged_decode.REDUCE_EARLY_TRIGGER)
+    "skinny+pdl, no preload": {"skinny_gemm": True, "pdl": True, "preload": False},
     "skinny+pdl": {"skinny_gemm": True, "pdl": True},  # the default
 }
+
+
+@contextmanager
+def _preloads(on: bool) -> Iterator[None]:
+    """The decode kernels' PDL preloads and early launches on (as they are) or off."""
+    from ferrum.kernels import paged_decode, skinny_gemm
+
+    saved = (skinny_gemm.ATTENTION_PRELOAD, skinny_gemm.CHAIN_PRELOAD,
+             skinny_gemm.EARLY_TRIGGER, paged_decode.REDUCE_EARLY_TRIGGER)  # fmt: skip
+    if not on:
+        skinny_gemm.ATTENTION_PRELOAD = skinny_gemm.CHAIN_PRELOAD = 0
+        skinny_gemm.EARLY_TRIGGER = paged_decode.REDUCE_EARLY_TRIGGER = False
+    try:
+        yield
+    finally:
+        (skinny_gemm.ATTENTION_PRELOAD, skinny_gemm.CHAIN_PRELOAD,
+         skinny_gemm.EARLY_TRIGGER, paged_decode.REDUCE_EARLY_TRIGGER) = saved  # fmt: skip
 
 
 def launch_figures() -> dict:
@@ -421,10 +442,11 @@ def launch_figures() -> dict:
         for name, variant in LAUNCH_VARIANTS.items():
             options = dict(variant)
             triton_attention.FUSED_DECODE = options.pop("fused_decode", True)
-            llm = LLM(
-                alias, random_weights=True, device="cuda", dtype="bfloat16", max_num_seqs=16,
-                max_model_len=4096, **options,
-            )  # fmt: skip
+            with _preloads(options.pop("preload", True)):  # graphs capture the launches
+                llm = LLM(
+                    alias, random_weights=True, device="cuda", dtype="bfloat16",
+                    max_num_seqs=16, max_model_len=4096, **options,
+                )  # fmt: skip
             vocab = vocab or llm.engine.vocab_size
             key = f"{alias}:{name}"
             result[key] = {

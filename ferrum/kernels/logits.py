@@ -79,7 +79,7 @@ def _logits_kernel(
     rows = w_ptr + n[:, None].to(tl.int64) * stride_wn
     if NORM:  # the row's mean square first (each program: x is a few KiB in L2)
         sq = tl.zeros([1, BLOCK_K], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
+        for k0 in tl.range(0, K, BLOCK_K, loop_unroll_factor=8):  # the loads go out together
             k = k0 + kk
             xs = tl.load(x_ptr + k, mask=k < K, other=0.0).to(tl.float32)
             xs = (xs + tl.load(res_ptr + k, mask=k < K, other=0.0).to(tl.float32)).to(dt)
