@@ -94,7 +94,7 @@ CASES = [
           "DOT_PRECISION": "tf32", "PREFETCH": 2048 if block_m == 1 else 0,
           "ROTATE": block_m == 1,
           "LOOP_STAGES": stages, "PRELOAD": preload, "EARLY_TRIGGER": preload > 0,
-          "NORM_UNROLL": 8 if preload else 1})
+          "NORM_UNROLL": 8 if preload else 1, "PRELOAD_LAST": prologue == 2})
         for prologue in (0, 1, 2)
         for block_m, stages, preload in ((1, 1, 0), (1, 3, 0), (1, 3, 4), (16, 4, 0))
     ],

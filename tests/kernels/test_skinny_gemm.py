@@ -109,14 +109,16 @@ def test_one_row_rotated_pipelined(dtype, prologue):
     else:
         ref = F.linear(x, w, b)
     # preload: the first slices loaded ahead (7 of 64 asked for: 4 of the 7 slices)
-    cases = [(False, 1, 0), (True, 1, 0), (False, 3, 0), (True, 3, 0)]
-    cases += [(True, 3, 1), (True, 3, 2), (False, 3, 4), (True, 3, 7), (True, 1, 64)]
-    for rotate, stages, preload in cases:
+    # (multiplied before the loop or after it)
+    cases = [(False, 1, 0, None), (True, 1, 0, None), (False, 3, 0, None), (True, 3, 0, None)]
+    cases += [(True, 3, 1, False), (True, 3, 2, True), (False, 3, 4, False), (True, 3, 7, None)]
+    cases += [(True, 3, 4, True), (True, 1, 64, False)]
+    for rotate, stages, preload, last in cases:
 
-        def call(rotate=rotate, stages=stages, preload=preload):
+        def call(rotate=rotate, stages=stages, preload=preload, last=last):
             out = skinny_linear(
                 x, w, b, prologue, block_n=8, block_k=64, num_stages=stages, rotate=rotate,
-                preload=preload, **extra,
+                preload=preload, preload_last=last, **extra,
             )  # fmt: skip
             if prologue == "rmsnorm":
                 out, new_res = out
@@ -139,7 +141,9 @@ def test_preload_more_than_there_is(k):
     w, _ = _weights(24, k, torch.float32, gen, False)
     ref = F.linear(x, w)
     for preload in (1, 2, 3, 8):
-        _close(skinny_linear(x, w, block_k=64, preload=preload), ref, torch.float32)
+        for last in (False, True):
+            got = skinny_linear(x, w, block_k=64, preload=preload, preload_last=last)
+            _close(got, ref, torch.float32)
 
 
 def test_bad_shapes_are_refused():
