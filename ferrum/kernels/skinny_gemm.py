@@ -23,7 +23,7 @@ of W into registers before it waits for the kernel ahead (W does not depend on t
 lets the kernel after it launch at once. So the o projection streams a half of its weight while
 decode attention, which leaves memory idle, still runs (the split combine between them lets it
 launch early too), and every projection's first loads fill the tail of the one ahead. The
-registers bound it: 4 slices of 8 x 512 is 64 per thread; 8 spill.
+registers bound it: 4 slices of 8 x 512 take 64 registers a thread; 8 slices spill.
 """
 
 from __future__ import annotations
@@ -292,8 +292,7 @@ def skinny_linear(
             BLOCK_K=block_k, DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
             PREFETCH=PREFETCH_K if prefetch else 0, ROTATE=rotate, LOOP_STAGES=num_stages,
             PRELOAD=preload, EARLY_TRIGGER=EARLY_TRIGGER, NORM_UNROLL=NORM_UNROLL,
-            PRELOAD_LAST=bool(preload_last and preload),
-            num_warps=num_warps,
+            PRELOAD_LAST=bool(preload_last and preload), num_warps=num_warps,
             num_stages=num_stages, **launch.options(),
         )  # fmt: skip
     return out if residual is None else (out, res_out)
