@@ -20,4 +20,4 @@ def test_every_kernel_compiles_for_hopper():
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count("compiled ") == len(CASES)
+    assert proc.stdout.count("compiled ") == 2 * len(CASES)  # any shape, and aligned
