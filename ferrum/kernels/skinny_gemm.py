@@ -92,6 +92,17 @@ def _input_at(x_ptr, res_ptr, res_out_ptr, nw_ptr, m, mmask, k, pid, stride_xm, 
 
 
 @triton.jit
+def _preloaded_products(x_ptr, res_ptr, res_out_ptr, nw_ptr, m, mmask, k_pre, w_pre, pid,
+                        stride_xm, K, rstd, PROLOGUE: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+                        ROUND: tl.constexpr, dt: tl.constexpr):  # fmt: skip
+    """One row: the products of the preloaded slices `w_pre` (BLOCK_N, P, BLOCK_K) with the
+    inputs at their columns `k_pre` (P, BLOCK_K), summed over the slices: (BLOCK_N, BLOCK_K)."""
+    a_pre = _input_at(x_ptr, res_ptr, res_out_ptr, nw_ptr, m, mmask, k_pre, pid, stride_xm, K,
+                      rstd, PROLOGUE, HAS_RESIDUAL, ROUND, dt)  # fmt: skip
+    return tl.sum(a_pre.to(tl.float32)[None, :, :] * w_pre.to(tl.float32), 1)
+
+
+@triton.jit
 def _skinny_gemm_kernel(
     x_ptr,
     w_ptr,
@@ -183,9 +194,10 @@ def _skinny_gemm_kernel(
     # the threads every slice would stall the stream of W)
     acc_row = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
     if PRELOAD > 0 and not PRELOAD_LAST:  # the slices loaded before the wait
-        a_pre = _input_at(x_ptr, res_ptr, res_out_ptr, nw_ptr, m, mmask, k_pre, pid, stride_xm,
-                          K, rstd[:, None], PROLOGUE, HAS_RESIDUAL, ROUND, dt)  # fmt: skip
-        acc_row += tl.sum(a_pre.to(tl.float32)[None, :, :] * w_pre.to(tl.float32), 1)
+        acc_row += _preloaded_products(
+            x_ptr, res_ptr, res_out_ptr, nw_ptr, m, mmask, k_pre, w_pre, pid, stride_xm, K,
+            rstd[:, None], PROLOGUE, HAS_RESIDUAL, ROUND, dt,
+        )  # fmt: skip
     # ROTATE: programs that run together read different slices (all starting at slice 0, their
     # loads pile onto the same memory channels); LOOP_STAGES > 1: the next slices' loads are in
     # flight (async copies) while one is multiplied
@@ -201,9 +213,10 @@ def _skinny_gemm_kernel(
         else:
             acc += tl.dot(a, tl.trans(w.to(dt)), input_precision=DOT_PRECISION)
     if PRELOAD > 0 and PRELOAD_LAST:
-        a_pre = _input_at(x_ptr, res_ptr, res_out_ptr, nw_ptr, m, mmask, k_pre, pid, stride_xm,
-                          K, rstd[:, None], PROLOGUE, HAS_RESIDUAL, ROUND, dt)  # fmt: skip
-        acc_row += tl.sum(a_pre.to(tl.float32)[None, :, :] * w_pre.to(tl.float32), 1)
+        acc_row += _preloaded_products(
+            x_ptr, res_ptr, res_out_ptr, nw_ptr, m, mmask, k_pre, w_pre, pid, stride_xm, K,
+            rstd[:, None], PROLOGUE, HAS_RESIDUAL, ROUND, dt,
+        )  # fmt: skip
     if BLOCK_M == 1:
         acc = tl.sum(acc_row, 1)[None, :]
     if HAS_BIAS:

@@ -135,7 +135,6 @@ class LlamaDecoderLayer(nn.Module):
         meta: AttentionMetadata,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         from ferrum.kernels import skinny_gemm
-        from ferrum.kernels.skinny_gemm import skinny_linear
 
         attn, mlp = self.self_attn, self.mlp
         norm1, norm2 = self.input_layernorm, self.post_attention_layernorm
@@ -143,7 +142,7 @@ class LlamaDecoderLayer(nn.Module):
         def normed_linear(
             linear: nn.Linear, norm: RMSNorm, x: torch.Tensor, residual: torch.Tensor | None
         ) -> tuple[torch.Tensor, torch.Tensor]:
-            out = skinny_linear(
+            out = skinny_gemm.skinny_linear(
                 x, linear.weight, linear.bias, "rmsnorm", norm.weight, norm.eps, residual,
                 preload=skinny_gemm.CHAIN_PRELOAD,
             )  # fmt: skip
@@ -152,12 +151,12 @@ class LlamaDecoderLayer(nn.Module):
         qkv, residual = normed_linear(attn.qkv_proj, norm1, x, residual)
         out = attn.attend(qkv, cos, sin, meta)
         # the o projection's first weights load while attention runs (memory idles there)
-        x = skinny_linear(
+        x = skinny_gemm.skinny_linear(
             out, attn.o_proj.weight, attn.o_proj.bias, preload=skinny_gemm.ATTENTION_PRELOAD
         )
         gate_up, residual = normed_linear(mlp.gate_up_proj, norm2, x, residual)
         down = mlp.down_proj
-        down_out = skinny_linear(
+        down_out = skinny_gemm.skinny_linear(
             gate_up, down.weight, down.bias, "silu_mul", preload=skinny_gemm.CHAIN_PRELOAD
         )
         return down_out, residual
