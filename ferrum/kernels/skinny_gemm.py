@@ -53,6 +53,10 @@ PREFETCH_MAX_BYTES = 16 * 2**20
 # 186.3-187.6; 8: 176.4 (registers spill). Qwen3-0.6B: 1,005-1,063 -> 1,100-1,140.
 ATTENTION_PRELOAD = 4
 CHAIN_PRELOAD = 4
+# the o projection's K loop pipelined 4 deep, not 3 (H100, Llama-3.1-8B decode-1 graph replay
+# at 256 tokens of context, same process: 5,252 -> 5,234-5,237 us; its time after attention
+# grows 0.5 us a layer but decode attention, which its preload slows, shrinks 0.9 us)
+ATTENTION_STAGES = 4
 EARLY_TRIGGER = True
 NORM_UNROLL = 8
 
@@ -224,6 +228,16 @@ def _skinny_gemm_kernel(
     tl.store(out_ptr + m * stride_om + n[None, :], acc.to(dt), mask=mmask & nmask[None, :])
 
 
+def one_row_block_n(prologue: str, n: int) -> int:
+    """Output columns a program of a one-row GEMV owns by default: 8, so that small N still
+    fills the chip; 16 for a wide silu_mul (a large model's down projection), whose programs
+    read the long intermediate rows: 8 wide, its grid outgrows what is resident at once (3
+    programs of 8 warps an SM) and the programs left over stream alone at the end, 16 wide it
+    is one wave (H100, Llama-3.1-8B decode-1 graph replay, same process: 5,288-5,291 ->
+    5,251-5,252 us)."""
+    return 16 if prologue == "silu_mul" and n >= 2 * 16 * PROGRAMS else 8
+
+
 def skinny_linear(
     x: torch.Tensor,  # (M, K), or (M, 2K) for silu_mul; M <= MAX_ROWS
     weight: torch.Tensor,  # (N, K)
@@ -272,7 +286,11 @@ def skinny_linear(
     block_m = 1 if rows == 1 else MAX_ROWS
     narrowest = 8 if block_m == 1 else 16  # tl.dot needs 16 columns too
     if block_n is None:
-        block_n = 8 if block_m == 1 else next((b for b in (64, 32, 16) if n >= b * PROGRAMS), 16)
+        block_n = (
+            one_row_block_n(prologue, n)
+            if block_m == 1
+            else next((b for b in (64, 32, 16) if n >= b * PROGRAMS), 16)
+        )
     if block_k is None:
         block_k = 512 if block_m == 1 else 128
     if num_warps is None:
@@ -289,6 +307,10 @@ def skinny_linear(
         preload = 1 << (preload.bit_length() - 1)
     if preload_last is None:
         preload_last = preload > 0 and triton.cdiv(k, block_k) < 2 * preload
+    if preload == triton.cdiv(k, block_k):
+        # no K loop left to pipeline; a deeper pipeline only reserves shared memory (H100,
+        # Qwen3-0.6B's o projection at 4 stages: 1.66-1.70 -> 1.79 us a layer)
+        num_stages = min(num_stages, 3)
     out = torch.empty(rows, n, dtype=x.dtype, device=x.device)
     res_out = out
     if residual is not None:

@@ -152,8 +152,9 @@ class LlamaDecoderLayer(nn.Module):
         out = attn.attend(qkv, cos, sin, meta)
         # the o projection's first weights load while attention runs (memory idles there)
         x = skinny_gemm.skinny_linear(
-            out, attn.o_proj.weight, attn.o_proj.bias, preload=skinny_gemm.ATTENTION_PRELOAD
-        )
+            out, attn.o_proj.weight, attn.o_proj.bias, preload=skinny_gemm.ATTENTION_PRELOAD,
+            num_stages=skinny_gemm.ATTENTION_STAGES,
+        )  # fmt: skip
         gate_up, residual = normed_linear(mlp.gate_up_proj, norm2, x, residual)
         down = mlp.down_proj
         down_out = skinny_gemm.skinny_linear(

@@ -130,6 +130,33 @@ def test_one_row_rotated_pipelined(dtype, prologue):
         assert torch.equal(got, call())
 
 
+def test_one_row_width():
+    """A large model's down projection (silu_mul over a wide N) gets 16-wide programs, so its
+    grid is one wave of resident programs; everything else, and small models' down, 8."""
+    from ferrum.kernels.skinny_gemm import one_row_block_n
+
+    assert one_row_block_n("silu_mul", 4096) == 16  # Llama-3.1-8B
+    assert one_row_block_n("silu_mul", 1024) == 8  # Qwen3-0.6B
+    assert one_row_block_n("rmsnorm", 6144) == one_row_block_n("none", 4096) == 8
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_row_silu_mul_wide(dtype):
+    """The default shape of a wide one-row down projection (16 columns a program, 8 warps, its
+    first slices preloaded) computes the same product."""
+    from ferrum.kernels.skinny_gemm import skinny_linear
+
+    k, n = 192, 4096  # 3 slices of 64, 256 programs
+    gen = torch.Generator().manual_seed(5)
+    gate_up = (torch.randn(1, 2 * k, generator=gen) * 3).to(DEVICE, dtype)
+    w, b = _weights(n, k, dtype, gen, True)
+    ref = F.linear(SiluAndMul().forward_torch(gate_up), w, b)
+    got = skinny_linear(gate_up, w, b, prologue="silu_mul", block_k=64, preload=2)
+    _close(got, ref, dtype)
+    assert torch.equal(got, skinny_linear(gate_up, w, b, "silu_mul", block_n=16, block_k=64,
+                                          preload=2))  # fmt: skip
+
+
 @pytest.mark.parametrize("k", [64, 128, 200])
 def test_preload_more_than_there_is(k):
     """A preload of more slices than K has (1, 2, and 4 with a ragged last one) reads each slice
