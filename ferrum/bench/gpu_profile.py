@@ -16,9 +16,10 @@ For each model (random weights of the real architecture, bf16, CUDA graphs):
    one; the unprofiled step time is reported beside it.
 
 Everything goes to DIR/gpu_profile.json and a summary is printed. Single views instead:
---between MODEL (the GPU and the host's CUDA calls between two decode-1 steps), --timeline
-MODEL (the 64-concurrent workload step by step) and --prefill MODEL (the kernels of one
-8 x 1024-token prompt step and its TFLOP/s).
+--layer MODEL (what each kernel of a decode-1 layer adds to the step with PDL on, where kernels
+overlap and their own times mislead), --between MODEL (the GPU and the host's CUDA calls
+between two decode-1 steps), --timeline MODEL (the 64-concurrent workload step by step) and
+--prefill MODEL (the kernels of one 8 x 1024-token prompt step and its TFLOP/s).
 """
 
 from __future__ import annotations
@@ -422,6 +423,82 @@ def between_steps(alias: str, steps: int = 48) -> dict:
     return result
 
 
+def layer_advance(kernels: list[tuple[float, float, str]], layers: int) -> list[dict]:
+    """Where a decode layer's time goes when its kernels overlap (PDL): `kernels` are one step's
+    (start, end, name) in launch order. Each kernel's advance is how far its end moves past the
+    latest end before it (the time it adds to the step); a kernel's own duration says little
+    once the next one starts inside it. Median per kernel of the layer, over the layers but the
+    first and last two; the layer is the shortest period of kernel names that repeats."""
+    names = [name for _, _, name in kernels]
+    first = 1  # the embedding's kernel (or lookup) comes before the first layer
+    span = len(names) - first
+    period = next(
+        (p for p in range(1, span // max(layers, 1) + 1)
+         if all(names[first + i] == names[first + i + p] for i in range(p * (layers - 1)))),
+        0,
+    )  # fmt: skip
+    if period == 0 or layers < 5:
+        raise ValueError("no repeating layer of kernels in the step")
+    advance, latest = [], float("-inf")
+    for start, end, _ in kernels:
+        advance.append(end - max(latest, start))
+        latest = max(latest, end)
+    rows = []
+    for k in range(period):
+        picks = [first + layer * period + k for layer in range(2, layers - 2)]
+        rows.append({
+            "kernel": names[first + k][:60],
+            "advance_us": statistics.median(advance[i] for i in picks),
+            "duration_us": statistics.median(kernels[i][1] - kernels[i][0] for i in picks),
+            "starts_before_previous_ends_us": statistics.median(
+                kernels[i - 1][1] - kernels[i][0] for i in picks
+            ),
+        })  # fmt: skip
+    return rows
+
+
+def layer_profile(alias: str, context: int = 256) -> dict:
+    """layer_advance() of one decode-1 graph replay at `context` tokens, PDL on."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    from ferrum import LLM
+
+    llm = LLM(alias, random_weights=True, device="cuda", dtype="bfloat16", max_num_seqs=1,
+              max_model_len=4096)  # fmt: skip
+    try:
+        graphs = llm.engine.runner.graphs
+        blocks = -(-context // llm.engine.config.block_size)
+        graphs.inputs[2].fill_(-1)  # store nothing
+        graphs.inputs[3, :1].fill_(context)
+        graphs.tables[:1, :blocks] = torch.arange(blocks, dtype=torch.int32, device="cuda")
+        graphs.tables_written()
+        graph = graphs.graphs[1]
+        for _ in range(3):
+            graph.replay()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                graph.replay()
+            torch.cuda.synchronize()
+        kernels = sorted(
+            (e.time_range.start, e.time_range.end, e.name)
+            for e in prof.events()
+            if e.device_type == DeviceType.CUDA
+        )
+        per_step = len(kernels) // 3
+        step = kernels[per_step : 2 * per_step]  # the middle replay
+        rows = layer_advance(step, len(llm.engine.model.model.layers))
+        return {
+            "model": alias, "context": context, "step_us": step[-1][1] - step[0][0],
+            "layer_us": sum(r["advance_us"] for r in rows), "kernels": rows,
+        }  # fmt: skip
+    finally:
+        llm.close()
+        del llm
+        release()
+
+
 def print_summary(results: dict) -> None:
     for alias, entry in results["models"].items():
         host = entry["host"]
@@ -458,7 +535,18 @@ def main() -> None:
         "--timeline", default="", help="model: only the 64-concurrent step timeline of it"
     )
     ap.add_argument("--prefill", default="", help="model: the kernels of one 8 x 1024 prompt step")
+    ap.add_argument(
+        "--layer", default="", help="model: what each kernel of a decode-1 layer adds (PDL on)"
+    )
     args = ap.parse_args()
+    if args.layer:
+        entry = layer_profile(args.layer)
+        print(f"{args.layer}: step {entry['step_us']:.1f} us, a layer {entry['layer_us']:.1f} us")
+        for row in entry["kernels"]:
+            early = row["starts_before_previous_ends_us"]
+            print(f"  +{row['advance_us']:6.2f} us  (runs {row['duration_us']:6.2f} us, "
+                  f"starts {early:6.2f} us early)  {row['kernel']}")  # fmt: skip
+        return
     if args.prefill:
         entry = prefill_profile(args.prefill)
         print({k: round(v, 2) for k, v in entry.items() if k != "top"})

@@ -119,3 +119,12 @@ def test_bfloat16_load_tracks_float32(llama_checkpoint, paged_driver):
     low = driver.step([(0, tokens)])[0]
     assert low.dtype == torch.float32
     torch.testing.assert_close(low, full, atol=0.1, rtol=0.05)
+
+
+def test_weights_are_one_bf16_arena(llama_checkpoint):
+    """A built model's parameters, random or loaded, are views of one bf16 allocation."""
+    for tensors in (None, llama_checkpoint.tensors()):
+        model = build_model(llama_checkpoint.hf_config, tensors, CPU, torch.bfloat16)
+        params = list(model.parameters())
+        assert {p.dtype for p in params} == {torch.bfloat16}
+        assert len({p.untyped_storage().data_ptr() for p in params}) == 1
