@@ -43,19 +43,24 @@ TOP_KERNELS = 25
 HOST_WINDOW_US = 1500  # between_steps: host calls this long before a step's token are shown
 
 
+def set_context(graphs, batch: int, context: int, block_size: int) -> None:
+    """Inputs of the batch-`batch` graph with every sequence at `context` tokens, each in
+    blocks of its own (as in a real batch, so the cache is read from memory), storing nothing."""
+    blocks = -(-context // block_size)
+    graphs.inputs[2].fill_(-1)  # store nothing
+    graphs.inputs[3, :batch].fill_(context)
+    total = int(graphs.model.model.layers[0].self_attn.attn.kv_cache.shape[1])
+    ids = torch.arange(batch * blocks, dtype=torch.int32, device="cuda") % total
+    graphs.tables[:batch, :blocks] = ids.view(batch, blocks)
+    graphs.tables_written()
+
+
 def kernel_profile(graphs, batch: int, block_size: int) -> dict:
     """Kernels of one replay of the batch-`batch` graph with every sequence at CONTEXT tokens."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    blocks = -(-CONTEXT // block_size)
-    graphs.inputs[2].fill_(-1)  # store nothing
-    graphs.inputs[3, :batch].fill_(CONTEXT)
-    # distinct blocks per sequence (as in a real batch), so the cache is read from memory
-    total = int(graphs.model.model.layers[0].self_attn.attn.kv_cache.shape[1])
-    ids = torch.arange(batch * blocks, dtype=torch.int32, device="cuda") % total
-    graphs.tables[:batch, :blocks] = ids.view(batch, blocks)
-    graphs.tables_written()
+    set_context(graphs, batch, CONTEXT, block_size)
     graph = graphs.graphs[batch]
     for _ in range(3):
         graph.replay()
@@ -468,11 +473,7 @@ def layer_profile(alias: str, context: int = 256) -> dict:
               max_model_len=4096)  # fmt: skip
     try:
         graphs = llm.engine.runner.graphs
-        blocks = -(-context // llm.engine.config.block_size)
-        graphs.inputs[2].fill_(-1)  # store nothing
-        graphs.inputs[3, :1].fill_(context)
-        graphs.tables[:1, :blocks] = torch.arange(blocks, dtype=torch.int32, device="cuda")
-        graphs.tables_written()
+        set_context(graphs, 1, context, llm.engine.config.block_size)
         graph = graphs.graphs[1]
         for _ in range(3):
             graph.replay()

@@ -59,6 +59,7 @@ CHAIN_PRELOAD = 4
 ATTENTION_STAGES = 4
 EARLY_TRIGGER = True
 NORM_UNROLL = 8
+ROW_STAGES = 3  # a one-row GEMV's K loop pipelining, unless the caller asks for another
 
 
 @triton.jit
@@ -296,7 +297,7 @@ def skinny_linear(
     if num_warps is None:
         num_warps = 8 if block_m == 1 and kind == 2 else 4
     if num_stages is None:
-        num_stages = 3 if block_m == 1 else 4
+        num_stages = ROW_STAGES if block_m == 1 else 4
     if rotate is None:
         rotate = block_m == 1
     block_n = max(block_n, narrowest)
@@ -310,7 +311,7 @@ def skinny_linear(
     if preload == triton.cdiv(k, block_k):
         # no K loop left to pipeline; a deeper pipeline only reserves shared memory (H100,
         # Qwen3-0.6B's o projection at 4 stages: 1.66-1.70 -> 1.79 us a layer)
-        num_stages = min(num_stages, 3)
+        num_stages = min(num_stages, ROW_STAGES)
     out = torch.empty(rows, n, dtype=x.dtype, device=x.device)
     res_out = out
     if residual is not None:
