@@ -15,8 +15,7 @@
    pass, the first is reported beside it); 64 concurrent 1024-in / 512-out requests on
    Llama-3.1-8B (after a warm-up that compiles the mixed-step kernels; the median of three
    runs); cold start of Llama-3.1-8B to its first token in a fresh process, with an empty and
-   a warm Triton cache. Each model's figures are measured in a process of their own, as a
-   server runs one engine per process (see figures_apart).
+   a warm Triton cache.
 
 The launch section compares EngineConfig.skinny_gemm (one-row decode projections as
 matrix-vector kernels with the norms and activation folded in) and EngineConfig.pdl (kernels
@@ -670,35 +669,6 @@ def model_figures(alias: str, results: dict, bw: float, quick: bool) -> None:
     release()
 
 
-FIGURES_MARK = "FIGURES "  # the line a --figures child prints its entry on
-
-
-def figures_apart(alias: str, bw: float, quick: bool, results: dict) -> None:
-    """model_figures() in a fresh process, as a server runs one engine per process. Engines
-    built after the first few in one process decode about 0.5% slower once they have served a
-    request (H100, Llama-3.1-8B, builds of one engine in one process: the first three 190.2-190.9
-    tok/s, later ones 189.0-189.8, while their graph replays agree before any request), and
-    this run builds a dozen before its figures."""
-    from dataclasses import asdict
-
-    from ferrum.kernels import paged_decode
-
-    shape = json.dumps(asdict(paged_decode.CONFIG))
-    cmd = [sys.executable, "-m", "ferrum.bench.gpu_fastpath", "--figures", alias]
-    cmd += ["--bandwidth", repr(bw), "--decode-config", shape, *(["--quick"] if quick else [])]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    entry = child_entry(proc.returncode, proc.stdout, proc.stderr)
-    results.setdefault("figures", {})[alias] = entry
-
-
-def child_entry(returncode: int, stdout: str, stderr: str) -> dict:
-    """The entry a --figures child printed; RuntimeError with its stderr's tail if none."""
-    lines = [line for line in stdout.splitlines() if line.startswith(FIGURES_MARK)]
-    if returncode or not lines:
-        raise RuntimeError(f"figures child exited {returncode}: {stderr[-2000:]}")
-    return json.loads(lines[-1][len(FIGURES_MARK) :])
-
-
 def print_table(results: dict) -> None:
     nan = float("nan")
     print(
@@ -786,21 +756,8 @@ def main() -> None:
         help="first time the decode kernel's launch shapes, keep the best",
     )
     ap.add_argument("--skip", default="", help="comma list of: parity,batch,launch,qwen,llama,cold")
-    # internal: one model's figures in this (fresh) process, printed as a FIGURES_MARK line
-    ap.add_argument("--figures", default="", help=argparse.SUPPRESS)
-    ap.add_argument("--bandwidth", type=float, default=0.0, help=argparse.SUPPRESS)
-    ap.add_argument("--decode-config", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.figures:
-        from ferrum.kernels import paged_decode
-
-        if args.decode_config:  # the parent's (perhaps tuned) decode kernel shape
-            paged_decode.CONFIG = paged_decode.DecodeConfig(**json.loads(args.decode_config))
-        entry: dict = {}
-        model_figures(args.figures, entry, args.bandwidth or copy_bandwidth(), args.quick)
-        print(FIGURES_MARK + json.dumps(entry["figures"][args.figures], default=str))
-        return
     import transformers
     import triton
 
@@ -835,8 +792,8 @@ def main() -> None:
     section("parity", lambda: results.__setitem__("parity", parity_checks()))
     section("batch", lambda: results.__setitem__("batch", batch_invariance()))
     section("launch", lambda: results.__setitem__("launch", launch_figures()))
-    section("qwen", lambda: figures_apart("qwen3:0.6b", bw, args.quick, results))
-    section("llama", lambda: figures_apart("llama3.1:8b", bw, args.quick, results))
+    section("qwen", lambda: model_figures("qwen3:0.6b", results, bw, args.quick))
+    section("llama", lambda: model_figures("llama3.1:8b", results, bw, args.quick))
     if not args.quick and "cold" not in skip:
         cache = tempfile.mkdtemp(prefix="triton-cold-")
         section(

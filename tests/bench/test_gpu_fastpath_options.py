@@ -1,6 +1,5 @@
 """The fast-path benchmark's switch for the decode kernels' PDL preloads: off inside, restored
-after (the launch section builds one engine with them off between engines with them on); and
-how it reads each model's figures from the child process that measured them.
+after (the launch section builds one engine with them off between engines with them on).
 
 Kernel modules are imported inside the tests: imported at collection, before the kernel tests'
 conftest picks Triton's CPU interpreter, their kernels would be compiled for a GPU."""
@@ -43,16 +42,3 @@ def test_the_launch_section_times_the_default_and_the_variant_without_preloads()
 
     assert LAUNCH_VARIANTS["skinny+pdl"] == {"skinny_gemm": True, "pdl": True}
     assert LAUNCH_VARIANTS["skinny+pdl, no preload"]["preload"] is False
-
-
-def test_figures_child_output():
-    """Each model's figures come from a child process's marked line; a child that fails or
-    prints none is an error that carries its stderr."""
-    from ferrum.bench.gpu_fastpath import FIGURES_MARK, child_entry
-
-    out = f"some log\n{FIGURES_MARK}" + '{"decode1": {"ferrum_tok_s": 190.5}}\n'
-    assert child_entry(0, out, "") == {"decode1": {"ferrum_tok_s": 190.5}}
-    with pytest.raises(RuntimeError, match="exited 1: (?s:.*)CUDA out of memory"):
-        child_entry(1, out, "Traceback ...\nCUDA out of memory")
-    with pytest.raises(RuntimeError, match="exited 0"):
-        child_entry(0, "no figures\n", "")
