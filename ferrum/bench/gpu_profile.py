@@ -436,13 +436,14 @@ def layer_advance(kernels: list[tuple[float, float, str]], layers: int) -> list[
     first and last two; the layer is the shortest period of kernel names that repeats."""
     names = [name for _, _, name in kernels]
     first = 1  # the embedding's kernel (or lookup) comes before the first layer
-    span = len(names) - first
-    period = next(
-        (p for p in range(1, span // max(layers, 1) + 1)
-         if all(names[first + i] == names[first + i + p] for i in range(p * (layers - 1)))),
-        0,
-    )  # fmt: skip
-    if period == 0 or layers < 5:
+    period = 0
+    if layers >= 5:  # the median skips the first and last two
+        period = next(
+            (p for p in range(1, (len(names) - first) // layers + 1)
+             if all(names[first + i] == names[first + i + p] for i in range(p * (layers - 1)))),
+            0,
+        )  # fmt: skip
+    if period == 0:
         raise ValueError("no repeating layer of kernels in the step")
     advance, latest = [], float("-inf")
     for start, end, _ in kernels:

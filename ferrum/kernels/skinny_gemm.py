@@ -22,7 +22,8 @@ Launched with PDL (decode steps on Hopper), a one-row program loads its first `p
 of W into registers before it waits for the kernel ahead (W does not depend on that kernel), and
 lets the kernel after it launch at once. So the o projection streams a half of its weight while
 decode attention, which leaves memory idle, still runs (the split combine between them lets it
-launch early too), and every projection's first loads fill the tail of the one ahead. The
+launch early too; those loads also delay attention's own), and every projection's first loads
+fill the tail of the one ahead. The
 registers bound it: 4 slices of 8 x 512 take 64 registers a thread; 8 slices spill.
 """
 
@@ -303,12 +304,13 @@ def skinny_linear(
     block_n = max(block_n, narrowest)
     if prefetch is None:
         prefetch = weight.numel() * weight.element_size() <= PREFETCH_MAX_BYTES
-    preload = min(max(preload, 0), triton.cdiv(k, block_k)) if block_m == 1 else 0
+    slices = triton.cdiv(k, block_k)
+    preload = min(max(preload, 0), slices) if block_m == 1 else 0
     if preload > 0:  # a power of two (a tl.arange), each slice loaded once
         preload = 1 << (preload.bit_length() - 1)
     if preload_last is None:
-        preload_last = preload > 0 and triton.cdiv(k, block_k) < 2 * preload
-    if preload == triton.cdiv(k, block_k):
+        preload_last = preload > 0 and slices < 2 * preload
+    if preload == slices:
         # no K loop left to pipeline; a deeper pipeline only reserves shared memory (H100,
         # Qwen3-0.6B's o projection at 4 stages: 1.66-1.70 -> 1.79 us a layer)
         num_stages = min(num_stages, ROW_STAGES)
