@@ -85,6 +85,7 @@ class DecodeGraphs:
         max_num_seqs: int,
         max_blocks_per_seq: int,
         device: torch.device,
+        kernel_io: bool = False,  # whether kernels move the step's inputs and tokens (step_io)
     ) -> None:
         self.model = model
         self.block_size = block_size
@@ -112,9 +113,7 @@ class DecodeGraphs:
         ).pin_memory()
         self._copied = torch.cuda.Event()
         self._tables_copied: list[tuple[list[int], int]] = []  # what self.tables holds
-        from ferrum.kernels.step_io import reaches_host
-
-        self._kernel_io = reaches_host(device.index or 0)
+        self._kernel_io = kernel_io
 
     def _metadata(self, batch: int) -> AttentionMetadata:
         return AttentionMetadata(
@@ -157,17 +156,36 @@ class DecodeGraphs:
         return greedy
 
     @torch.inference_mode()
-    def capture(self) -> None:
+    def compile_steps(self) -> None:
+        """Inside `compile_only`: the decode step of every graph batch size and the kernels
+        that move a step's inputs and tokens, launched only to compile them."""
+        self.inputs[_SLOTS].fill_(-1)  # padding everywhere: nothing is written to the cache
+        self.inputs[_CONTEXT].zero_()
+        # batch 1's kernels are the most, and the largest batch's (the tile GEMM's) next: the
+        # host walks these forwards slowly beside the compiles, so they start first
+        for batch in [self.sizes[0], *reversed(self.sizes[1:])]:
+            self._forward(batch, self._metadata(batch))
+        # imported here: the kernel modules' helpers are decorated when first imported, and the
+        # CPU tests choose Triton's interpreter only after this module is loaded
+        from ferrum.kernels.step_io import inputs_from_host, to_host
+
+        inputs_from_host(self._host_inputs, self.inputs, self.ids, _IDS, _SOURCE, self.max_batch)
+        for tokens in (self.tokens[:1], torch.empty_like(self.tokens[:1])):  # as aligned either way
+            to_host(tokens, torch.empty(1, dtype=torch.int64).pin_memory())
+
+    @torch.inference_mode()
+    def capture(self, precompiled: bool = False) -> None:
+        """Capture a graph for every batch size; `precompiled`: `compile_steps` already ran
+        (in the runner's pass over the first steps' kernels)."""
         start = time.perf_counter()
         self.inputs[_SLOTS].fill_(-1)  # padding everywhere: nothing is written to the cache
         self.inputs[_CONTEXT].zero_()
-        # imported here: the kernel modules' helpers are decorated when first imported, and the
-        # CPU tests choose Triton's interpreter only after this module is loaded
         from ferrum.kernels.launch import compile_only
 
-        with compile_only() as compiling:  # every step's Triton kernels at once, in parallel
-            for batch in reversed(self.sizes) if compiling else ():  # (else: the warm-ups do)
-                self._forward(batch, self._metadata(batch))
+        if not precompiled:
+            with compile_only() as compiling:  # every step's Triton kernels at once, in parallel
+                if compiling:  # (else: the warm-ups compile them)
+                    self.compile_steps()
         torch.cuda.synchronize()
         compiled = time.perf_counter()
         pool = None

@@ -71,13 +71,16 @@ def options() -> dict:
 def compile_only(workers: int | None = None) -> Iterator[bool]:
     """Within it, a Triton kernel launch compiles the kernel for its arguments and launches
     nothing; the compiles run in a pool of threads (Triton's compiler releases the GIL), all
-    finished on exit. Code that launches the same kernels afterwards then finds them compiled.
-    Yields False (and changes nothing: the body's launches run) where this triton has no
+    finished on exit, and then every kernel met is loaded onto the GPU, also in the pool (a
+    kernel's first launch would do that, and triton 3.6 builds each kernel's C launcher then:
+    a compiler run of its own). Code that launches the same kernels afterwards then finds them
+    ready. Yields False (and changes nothing: the body's launches run) where this triton has no
     asynchronous compile mode; a caller then skips what it would run only to compile.
 
-    Start-up runs the decode steps of every graph batch size through it before the warm-ups
-    that launch them one by one: their few dozen compiles are most of a cold start. Only for
-    code that makes no host decision from a kernel's output (the launches do not happen)."""
+    Start-up runs the first steps through it (a prompt, a mixed step, a decode step of every
+    graph batch size) before anything launches them: their few dozen compiles are most of a
+    cold start. Only for code that makes no host decision from a kernel's output (the
+    launches do not happen)."""
     try:
         from triton import AsyncCompileMode
         from triton.runtime.jit import KernelInterface
@@ -85,14 +88,41 @@ def compile_only(workers: int | None = None) -> Iterator[bool]:
         yield False
         return
     launch = KernelInterface.__getitem__
+    met: dict[int, object] = {}  # what each launch compiled (a future of it, in the pool)
 
     def warmup(self, grid):
-        return lambda *args, **kwargs: self.run(*args, grid=grid, warmup=True, **kwargs)
+        def run(*args, **kwargs):
+            kernel = self.run(*args, grid=grid, warmup=True, **kwargs)
+            if kernel is not None:
+                met.setdefault(id(kernel), kernel)
+            return kernel
 
+        return run
+
+    device = torch.cuda.current_device() if torch.cuda.is_available() else None
     workers = workers or min(16, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool, AsyncCompileMode(pool):
-        KernelInterface.__getitem__ = warmup
-        try:
-            yield True
-        finally:
-            KernelInterface.__getitem__ = launch
+    with ThreadPoolExecutor(workers) as pool:
+        with AsyncCompileMode(pool):
+            KernelInterface.__getitem__ = warmup
+            try:
+                yield True
+            finally:
+                KernelInterface.__getitem__ = launch
+        if device is not None:
+            list(pool.map(lambda kernel: _load(kernel, device), met.values()))
+
+
+def _load(kernel, device: int) -> None:
+    """Load a compiled kernel (or the compile a future stands for) onto `device` ahead of its
+    first launch; a kernel that cannot load is left for that launch to report."""
+    try:
+        from triton.runtime._async_compile import FutureKernel
+    except ImportError:
+        FutureKernel = ()  # noqa: N806 (a type, as the import would give)
+    try:
+        torch.cuda.set_device(device)  # this thread's: the module goes to the caller's device
+        if isinstance(kernel, FutureKernel):
+            kernel = kernel.result()
+        kernel._init_handles()
+    except Exception:  # noqa: BLE001, S110 (the launch raises it where it belongs)
+        pass

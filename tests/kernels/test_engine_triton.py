@@ -270,3 +270,43 @@ def test_forward_greedy_equals_forward_then_logits(arch, request):
     llm.close()
     torch.testing.assert_close(logits, ref, atol=1e-4, rtol=1e-4)
     assert tokens.item() == ref.argmax(-1).item()
+
+
+def _compiled_kernels() -> int:
+    """Compiled variants of every Triton kernel of ferrum on this device."""
+    import importlib
+    import pkgutil
+
+    from triton.runtime.jit import JITFunction
+
+    import ferrum.kernels
+
+    device = torch.cuda.current_device()
+    total = 0
+    for info in pkgutil.iter_modules(ferrum.kernels.__path__):
+        module = importlib.import_module(f"ferrum.kernels.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, JITFunction) and device in value.device_caches:
+                total += len(value.device_caches[device][0])
+    return total
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
+@pytest.mark.parametrize("arch", ["tiny_qwen3", "tiny_llama"])
+def test_start_up_compiles_the_kernels_of_the_first_steps(arch, request):
+    """The engine's start-up pass compiles what the first steps launch: prompts of odd and
+    aligned lengths, prompt chunks beside decodes (a budget of 16 tokens a step) and graph
+    decode steps then compile nothing more."""
+    llm = LLM(
+        str(request.getfixturevalue(arch)), device="cuda", dtype="bfloat16", max_num_seqs=4,
+        max_num_batched_tokens=16, gpu_memory_utilization=0.2,
+    )  # fmt: skip
+    compiled = _compiled_kernels()
+    assert compiled > 0
+    prompts = [list(range(3, 3 + n)) for n in (5, 27, 16)]
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    outputs = llm.generate(prompts, params)
+    assert [len(o.outputs[0].token_ids) for o in outputs] == [12, 12, 12]
+    assert _compiled_kernels() == compiled
+    llm.close()

@@ -46,8 +46,8 @@ def test_engine_without_cuda_leaves_pdl_off(tiny_qwen3):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_compile_only_compiles_and_launches_nothing():
-    """Inside compile_only a launch compiles (in the pool) and runs nothing; afterwards the same
-    launch finds the kernel compiled and runs."""
+    """Inside compile_only a launch compiles (in the pool) and runs nothing; on exit the kernel
+    is loaded, and afterwards the same launch finds it ready and runs."""
     import triton
     import triton.language as tl
 
@@ -63,7 +63,8 @@ def test_compile_only_compiles_and_launches_nothing():
         pytest.skip("this triton has no asynchronous compile mode")
     assert int(out.count_nonzero()) == 0  # nothing ran
     device = torch.cuda.current_device()
-    assert len(fill.device_caches[device][0]) == 1  # but it is compiled
+    (compiled,) = fill.device_caches[device][0].values()  # but it is compiled
+    assert compiled.module is not None  # and loaded, ahead of its first launch
     fill[(1,)](out, 3.0, BLOCK=64)
     torch.cuda.synchronize()
     assert bool((out == 3.0).all())
