@@ -155,12 +155,16 @@ class DecodeGraphs:
             tokens.copy_(greedy_tokens(logits))
         return greedy
 
+    def _pad_everywhere(self) -> None:
+        """Every row a padding row: nothing is written to the cache."""
+        self.inputs[_SLOTS].fill_(-1)
+        self.inputs[_CONTEXT].zero_()
+
     @torch.inference_mode()
     def compile_steps(self) -> None:
         """Inside `compile_only`: the decode step of every graph batch size and the kernels
         that move a step's inputs and tokens, launched only to compile them."""
-        self.inputs[_SLOTS].fill_(-1)  # padding everywhere: nothing is written to the cache
-        self.inputs[_CONTEXT].zero_()
+        self._pad_everywhere()
         # batch 1's kernels are the most, and the largest batch's (the tile GEMM's) next: the
         # host walks these forwards slowly beside the compiles, so they start first
         for batch in [self.sizes[0], *reversed(self.sizes[1:])]:
@@ -178,8 +182,7 @@ class DecodeGraphs:
         """Capture a graph for every batch size; `precompiled`: `compile_steps` already ran
         (in the runner's pass over the first steps' kernels)."""
         start = time.perf_counter()
-        self.inputs[_SLOTS].fill_(-1)  # padding everywhere: nothing is written to the cache
-        self.inputs[_CONTEXT].zero_()
+        self._pad_everywhere()
         from ferrum.kernels.launch import compile_only
 
         if not precompiled:

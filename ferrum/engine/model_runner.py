@@ -8,6 +8,7 @@ On CUDA with triton installed the attention layers use the Triton backend, and d
 
 from __future__ import annotations
 
+import itertools
 import logging
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -221,7 +222,7 @@ class ModelRunner:
         pos = [p % max_positions for q, c in zip(query_lens, context_lens) for p in range(c - q, c)]
         ids = torch.zeros(len(pos), dtype=torch.long, device=self.device)
         hidden = self.model(ids, to_device(pos, torch.long, self.device), meta)
-        last = [sum(query_lens[: i + 1]) - 1 for i in range(len(query_lens))]
+        last = [end - 1 for end in itertools.accumulate(query_lens)]
         self.model.compute_logits(hidden[self._index(last)])
 
     def _compile_first_steps(self, table: list[int]) -> None:

@@ -83,6 +83,7 @@ def compile_only(workers: int | None = None) -> Iterator[bool]:
     launches do not happen)."""
     try:
         from triton import AsyncCompileMode
+        from triton.runtime._async_compile import FutureKernel
         from triton.runtime.jit import KernelInterface
     except ImportError:
         yield False
@@ -108,21 +109,16 @@ def compile_only(workers: int | None = None) -> Iterator[bool]:
                 yield True
             finally:
                 KernelInterface.__getitem__ = launch
-        if device is not None:
-            list(pool.map(lambda kernel: _load(kernel, device), met.values()))
+        if device is not None:  # every compile is finished: the futures hold their kernels
+            kernels = [k.result() if isinstance(k, FutureKernel) else k for k in met.values()]
+            list(pool.map(lambda kernel: _load(kernel, device), kernels))
 
 
 def _load(kernel, device: int) -> None:
-    """Load a compiled kernel (or the compile a future stands for) onto `device` ahead of its
-    first launch; a kernel that cannot load is left for that launch to report."""
-    try:
-        from triton.runtime._async_compile import FutureKernel
-    except ImportError:
-        FutureKernel = ()  # noqa: N806 (a type, as the import would give)
+    """Load a compiled kernel onto `device` ahead of its first launch; a kernel that cannot
+    load is left for that launch to report."""
     try:
         torch.cuda.set_device(device)  # this thread's: the module goes to the caller's device
-        if isinstance(kernel, FutureKernel):
-            kernel = kernel.result()
         kernel._init_handles()
     except Exception:  # noqa: BLE001, S110 (the launch raises it where it belongs)
         pass
