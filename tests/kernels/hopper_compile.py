@@ -60,7 +60,7 @@ CASES = [
     ("paged_decode", "_reduce_kernel",
      {"out_ptr": PTR_BF16, "part_o": "*fp32", "part_lse": "*fp32", "cu_q": "*i32",
       "ctx_lens": "*i32", "seq_ids": "*i32"},
-     {"D": 128, "BLOCK_D": 128, "BLOCK_N": 32, "MAX_SPLITS": 32, "HAS_SEQ_IDS": False,
+     {"D": 128, "BLOCK_D": 128, "BLOCK_N": 32, "LANES": 8, "HAS_SEQ_IDS": False,
       "EARLY_TRIGGER": early})
     for early in (False, True)
     ],
@@ -68,8 +68,10 @@ CASES = [
         ("logits", "_logits_kernel",
          {"x_ptr": PTR_BF16, "w_ptr": PTR_BF16, "out_ptr": "*fp32", "word_ptr": "*i64",
           "res_ptr": PTR_BF16, "nw_ptr": PTR_BF16, "eps": "fp32"},
-         {"NORM": norm, "ROUND": True, "BLOCK_N": 8, "BLOCK_K": 512})
+         {"NORM": norm, "ROUND": True, "BLOCK_N": block_n, "BLOCK_K": 512, "ROTATE": norm,
+          "STAGES": 3, "PRELOAD": preload})
         for norm in (False, True)
+        for block_n, preload in ((8, 0), (16, 4))
     ],
     *[
         ("logits", "_token_kernel", {"word_ptr": "*i64", "token_ptr": "*i64"},

@@ -26,6 +26,30 @@ def test_logits_and_greedy_match_linear_and_argmax(dtype, vocab, hidden):
     assert token.item() == ref.argmax(-1).item()  # random logits: no near-tie at the top
 
 
+@pytest.mark.parametrize("norm", [False, True])
+def test_rotated_and_preloaded_slices_give_the_same_logits(norm, monkeypatch):
+    """Rows of many K slices (here 64 wide): each program starts at its own slice and
+    multiplies its first slices, loaded ahead, apart from the loop; the last slice partial."""
+    from ferrum.kernels import logits as lg
+    from ferrum.kernels.norm import rms_norm
+
+    monkeypatch.setattr(lg, "BLOCK_K", 64)
+    vocab, hidden = 1003, 600  # 10 slices, the last 24 wide
+    assert -(-hidden // lg.BLOCK_K) >= lg.ROTATE_SLICES and lg.PRELOAD > 1  # the path tested
+    gen = torch.Generator().manual_seed(11)
+    dtype = torch.bfloat16
+    x, res = (torch.randn(1, hidden, generator=gen).to(DEVICE, dtype) for _ in range(2))
+    norm_w = (torch.rand(hidden, generator=gen) + 0.5).to(DEVICE, dtype)
+    w = (torch.randn(vocab, hidden, generator=gen) * hidden**-0.5).to(DEVICE, dtype)
+    ref = F.linear(rms_norm(x, norm_w, 1e-6, res)[0] if norm else x, w).float()
+    logits = torch.full((1, vocab), float("nan"), device=DEVICE)
+    token = torch.full((1,), -1, dtype=torch.int64, device=DEVICE)
+    logits_and_greedy = lg.logits_and_greedy
+    logits_and_greedy(x, w, logits, token, norm=(res, norm_w, 1e-6) if norm else None)
+    torch.testing.assert_close(logits, ref, **tolerance(dtype))
+    assert token.item() == ref.argmax(-1).item()
+
+
 def test_greedy_takes_the_first_of_tied_maxima():
     """Rows 5, 700 and the last give the same largest logit, in different programs' slices."""
     from ferrum.kernels.logits import logits_and_greedy

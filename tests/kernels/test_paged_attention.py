@@ -60,6 +60,7 @@ CASES = {
     "mha-one-seq": (4, 4, 32, [37], 1),
     "gqa2-splits": (4, 2, 32, [300, 16, 129], 4),
     "gqa4-long": (8, 2, 64, [520, 5], 8),
+    "gqa4-many-splits": (8, 2, 64, [1100, 40, 300], 32),  # 18 filled: combined 8 at a time
     "gqa3-odd-dim": (6, 2, 40, [77, 200, 1], 2),
 }
 
