@@ -365,6 +365,12 @@ class DecodeConfig:
     # decode-1, same process: Qwen3-0.6B 1,130-1,137 -> 1,158-1,181 tok/s, Llama-3.1-8B
     # 188.6-188.7 -> 187.9-188.7)
     preload_tile: bool = True
+    # fused: warps of a program. Its few programs (a split of one tile each, at a short
+    # context) run beside the o projection's early weight loads; H100, decode-1 graph replay
+    # at 256 tokens, builds interleaved in one process, two sessions: Llama-3.1-8B 5,241-5,244
+    # -> 5,232-5,236 us (190.2-190.4 -> 190.4-190.6 tok/s), Qwen3-0.6B 828-830 -> 825-826 us.
+    # (--tune times the unfused kernel alone, and leaves this.)
+    fused_num_warps: int = 8
 
 
 CONFIG = DecodeConfig()  # what every launch uses; `ferrum.bench.gpu_fastpath` can tune it
@@ -488,7 +494,8 @@ def _launch(q, num_heads, kv_cache, out, cu_seqlens_q, context_lens, block_table
         # a prefetch per 128-byte line, or per head row where a row is shorter
         LINE=min(128 // kv_cache.element_size(), triton.next_power_of_2(head_dim)),
         PRELOAD_TILE=fused is not None and CONFIG.preload_tile,
-        num_warps=CONFIG.num_warps, num_stages=CONFIG.num_stages, **launch.options(),
+        num_warps=CONFIG.num_warps if fused is None else CONFIG.fused_num_warps,
+        num_stages=CONFIG.num_stages, **launch.options(),
     )  # fmt: skip
     if num_splits > 1:
         _reduce_kernel[(num, num_heads)](

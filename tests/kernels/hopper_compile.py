@@ -51,7 +51,7 @@ CASES = [
          {"G": 4, "D": 128, "BLOCK_G": 16, "BLOCK_D": 128, "BLOCK_N": 32,
           "HAS_SEQ_IDS": seq_ids, "DOT_PRECISION": "tf32", "FUSED": fused,
           "QK_NORM": qk_norm, "ROUND": True, "PREFETCH_TILES": prefetch, "LINE": 64,
-          "PRELOAD_TILE": fused})
+          "PRELOAD_TILE": fused}, {"num_warps": 8 if fused else 4})
         for seq_ids, fused, qk_norm, prefetch in
         ((False, False, False, 2), (True, False, False, 0), (False, True, False, 0),
          (False, True, True, 2))
