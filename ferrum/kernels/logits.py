@@ -35,8 +35,6 @@ from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait
 
 BLOCK_N = 8  # vocabulary rows per program (the skinny GEMV's measured best width)
 BLOCK_K = 512
-NUM_WARPS = 4
-STAGES = 3
 # rows of at least ROTATE_SLICES slices (Llama-3.1-8B's 4096, not Qwen3-0.6B's 1024): the K loop
 # starts at slice pid mod slices, as the skinny GEMV's, and its first PRELOAD slices load
 # before the PDL wait. H100, Llama-3.1-8B decode-1 graph replay, builds interleaved in one
@@ -97,7 +95,6 @@ def _logits_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     ROTATE: tl.constexpr,
-    STAGES: tl.constexpr,
     PRELOAD: tl.constexpr,  # K slices of W loaded first, before the PDL wait (a power of 2)
     USE_PDL: tl.constexpr,
 ):
@@ -135,7 +132,7 @@ def _logits_kernel(
     if PRELOAD > 0:
         x_pre = _input_at(x_ptr, res_ptr, nw_ptr, k_pre, K, rstd[:, None], NORM, ROUND, dt)
         acc += tl.sum(x_pre[None, :, :] * w_pre.to(tl.float32), 1)
-    for i in tl.range(PRELOAD, slices, num_stages=STAGES):
+    for i in range(PRELOAD, slices):
         k = ((first + i) % slices) * BLOCK_K + kk
         x = _input_at(x_ptr, res_ptr, nw_ptr, k, K, rstd[:, None], NORM, ROUND, dt)
         w = tl.load(rows + k, mask=nmask[:, None] & (k < K), other=0.0)
@@ -195,7 +192,7 @@ def logits_and_greedy(
     _logits_kernel[(triton.cdiv(vocab, BLOCK_N),)](
         x, weight, logits, word, residual.contiguous(), norm_weight, vocab, k,
         weight.stride(0), eps, NORM=norm is not None, ROUND=x.dtype != torch.float32,
-        BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, ROTATE=rotate, STAGES=STAGES, PRELOAD=preload,
-        num_warps=NUM_WARPS, num_stages=STAGES, **launch.options(),
+        BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, ROTATE=rotate, PRELOAD=preload, num_warps=4,
+        **launch.options(),
     )  # fmt: skip
     tokens_from_words(word, token)

@@ -69,7 +69,7 @@ CASES = [
          {"x_ptr": PTR_BF16, "w_ptr": PTR_BF16, "out_ptr": "*fp32", "word_ptr": "*i64",
           "res_ptr": PTR_BF16, "nw_ptr": PTR_BF16, "eps": "fp32"},
          {"NORM": norm, "ROUND": True, "BLOCK_N": block_n, "BLOCK_K": 512, "ROTATE": norm,
-          "STAGES": 3, "PRELOAD": preload})
+          "PRELOAD": preload})
         for norm in (False, True)
         for block_n, preload in ((8, 0), (16, 4))
     ],
