@@ -32,6 +32,7 @@ import triton.language as tl
 
 from ferrum.kernels import launch
 from ferrum.kernels.launch import gdc_launch_dependents, gdc_wait
+from ferrum.kernels.skinny_gemm import prologue_input
 
 BLOCK_N = 8  # vocabulary rows per program (the skinny GEMV's measured best width)
 BLOCK_K = 512
@@ -62,20 +63,14 @@ def pack_argmax(best, index):
 
 
 @triton.jit
-def _input_at(x_ptr, res_ptr, nw_ptr, k, K, rstd, NORM: tl.constexpr, ROUND: tl.constexpr,
-              dt: tl.constexpr):  # fmt: skip
-    """The product's input at columns `k`, float32: x, or what norm.py's kernel stores for
-    RMSNorm(x + res) (rounding included)."""
-    kmask = k < K
-    x = tl.load(x_ptr + k, mask=kmask, other=0.0).to(tl.float32)
-    if NORM:
-        x = (x + tl.load(res_ptr + k, mask=kmask, other=0.0).to(tl.float32)).to(dt)
-        y = x.to(tl.float32) * rstd
-        if ROUND:
-            y = y.to(dt).to(tl.float32)
-        y = y * tl.load(nw_ptr + k, mask=kmask, other=0.0).to(tl.float32)
-        x = y.to(dt).to(tl.float32)
-    return x
+def _input(x_ptr, res_ptr, nw_ptr, k, K, rstd, NORM: tl.constexpr, ROUND: tl.constexpr,
+           dt: tl.constexpr):  # fmt: skip
+    """The product's input at columns `k`, float32: x, or RMSNorm(x + res) as norm.py's kernel
+    stores it (the skinny GEMV's rmsnorm prologue on row 0; as program 1, which stores no
+    residual stream)."""
+    a = prologue_input(x_ptr, res_ptr, x_ptr, nw_ptr, 0, True, k, 1, 0, K, rstd[:, None],
+                       1 if NORM else 0, True, ROUND, dt)  # fmt: skip
+    return a.to(tl.float32)
 
 
 @triton.jit
@@ -130,11 +125,11 @@ def _logits_kernel(
     # products summed over K once, after the loop (as skinny_gemm's one-row path)
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
     if PRELOAD > 0:
-        x_pre = _input_at(x_ptr, res_ptr, nw_ptr, k_pre, K, rstd[:, None], NORM, ROUND, dt)
+        x_pre = _input(x_ptr, res_ptr, nw_ptr, k_pre, K, rstd, NORM, ROUND, dt)
         acc += tl.sum(x_pre[None, :, :] * w_pre.to(tl.float32), 1)
     for i in range(PRELOAD, slices):
         k = ((first + i) % slices) * BLOCK_K + kk
-        x = _input_at(x_ptr, res_ptr, nw_ptr, k, K, rstd[:, None], NORM, ROUND, dt)
+        x = _input(x_ptr, res_ptr, nw_ptr, k, K, rstd, NORM, ROUND, dt)
         w = tl.load(rows + k, mask=nmask[:, None] & (k < K), other=0.0)
         acc += x * w.to(tl.float32)
     logits = tl.sum(acc, 1).to(dt).to(tl.float32)

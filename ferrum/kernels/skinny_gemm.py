@@ -64,12 +64,12 @@ ROW_STAGES = 3  # a one-row GEMV's K loop pipelining, unless the caller asks for
 
 
 @triton.jit
-def _input_at(x_ptr, res_ptr, res_out_ptr, nw_ptr, m, mmask, k, pid, stride_xm, K, rstd,
+def prologue_input(x_ptr, res_ptr, res_out_ptr, nw_ptr, m, mmask, k, pid, stride_xm, K, rstd,
               PROLOGUE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ROUND: tl.constexpr,
               dt: tl.constexpr):  # fmt: skip
     """The matmul's input at columns `k` (a (1, BLOCK_K) slice, or (S, BLOCK_K) slices of one
     row): the prologue applied to x there, in dt (rmsnorm with a residual: program 0 also stores
-    the new residual stream)."""
+    the new residual stream). The logits kernel reads its folded final norm through it too."""
     kmask = k < K
     mask = mmask & kmask
     if PROLOGUE == 2:
@@ -103,7 +103,7 @@ def _preloaded_products(x_ptr, res_ptr, res_out_ptr, nw_ptr, m, mmask, k_pre, w_
                         ROUND: tl.constexpr, dt: tl.constexpr):  # fmt: skip
     """One row: the products of the preloaded slices `w_pre` (BLOCK_N, P, BLOCK_K) with the
     inputs at their columns `k_pre` (P, BLOCK_K), summed over the slices: (BLOCK_N, BLOCK_K)."""
-    a_pre = _input_at(x_ptr, res_ptr, res_out_ptr, nw_ptr, m, mmask, k_pre, pid, stride_xm, K,
+    a_pre = prologue_input(x_ptr, res_ptr, res_out_ptr, nw_ptr, m, mmask, k_pre, pid, stride_xm, K,
                       rstd, PROLOGUE, HAS_RESIDUAL, ROUND, dt)  # fmt: skip
     return tl.sum(a_pre.to(tl.float32)[None, :, :] * w_pre.to(tl.float32), 1)
 
@@ -209,7 +209,7 @@ def _skinny_gemm_kernel(
     # flight (async copies) while one is multiplied
     for i in tl.range(PRELOAD, slices, num_stages=LOOP_STAGES):
         k = ((first + i) % slices) * BLOCK_K + kk
-        a = _input_at(x_ptr, res_ptr, res_out_ptr, nw_ptr, m, mmask, k, pid, stride_xm, K,
+        a = prologue_input(x_ptr, res_ptr, res_out_ptr, nw_ptr, m, mmask, k, pid, stride_xm, K,
                       rstd[:, None], PROLOGUE, HAS_RESIDUAL, ROUND, dt)  # fmt: skip
         w = tl.load(
             w_ptr + n[:, None] * stride_wn + k, mask=nmask[:, None] & (k < K), other=0.0
